@@ -1,1 +1,28 @@
-//! placeholder
+//! The Convex functions model. Knows nothing of HTTP servers or wire formats.
+//!
+//! - [`registry`]: [`App`]: functions keyed by canonical path, kinds, visibility, HTTP routes, crons.
+//! - [`error`]: [`FnError`], what a function (or the runtime calling it) can fail with.
+//! - [`ctx`]: [`QueryCtx`], [`MutationCtx`], [`ActionCtx`], [`Auth`], [`Scheduler`], captured logs.
+//! - [`db`]: the `db` API: get/insert/patch/replace/delete and the query builder.
+//! - [`engine`]: [`Runtime`]: runs calls (queries on snapshots, mutations on the store's writer
+//!   thread), the scheduler loop and crons, the clock.
+
+pub mod ctx;
+pub mod db;
+pub mod engine;
+pub mod error;
+pub mod registry;
+
+pub use ctx::{ActionCtx, Auth, Identity, LogLevel, MutationCtx, QueryCtx, Scheduler, UserIdentity};
+pub use db::{DatabaseReader, DatabaseWriter, Doc, IndexRange, PaginationOpts, PaginationResult, Query};
+pub use engine::{CallRequest, CallResult, Caller, Clock, ReadAt, Runtime, RuntimeConfig};
+pub use error::FnError;
+pub use registry::{canonicalize_path, App, Args, CronSchedule, FunctionKind, FunctionSpec, NoArgs, Route, Visibility};
+
+pub use tickethub_store::Order;
+pub use tickethub_value::validator::v;
+pub use tickethub_value::{Object, Validator, Value};
+
+/// HTTP action request and response: plain data from the `http` crate.
+pub type HttpRequest = http::Request<bytes::Bytes>;
+pub type HttpResponse = http::Response<bytes::Bytes>;
