@@ -16,6 +16,9 @@ pub mod serde_bridge;
 pub mod validator;
 pub mod value;
 
+#[cfg(test)]
+mod test_support;
+
 pub use id::{DocumentId, IdError, TableNumber};
 pub use json::JsonError;
 pub use limits::LimitError;

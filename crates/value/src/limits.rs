@@ -57,7 +57,12 @@ pub enum FieldNameScope {
 /// Check one field name: no leading `$` (reserved for the JSON special forms), no leading
 /// `_` at the top level of a document, printable ASCII only, at most 1024 characters.
 pub fn check_field_name(name: &str, scope: FieldNameScope) -> Result<(), LimitError> {
-    let bad = |reason| Err(LimitError::BadFieldName { name: truncate_for_message(name), reason });
+    let bad = |reason| {
+        Err(LimitError::BadFieldName {
+            name: truncate_for_message(name),
+            reason,
+        })
+    };
     if name.len() > MAX_FIELD_NAME_CHARS {
         return bad("field names may be at most 1024 characters long");
     }
@@ -125,7 +130,10 @@ pub fn check_document(fields: &crate::Object) -> Result<(), LimitError> {
         check_field_name(name, FieldNameScope::DocumentTopLevel)?;
     }
     if fields.len() > MAX_OBJECT_FIELDS {
-        return Err(LimitError::TooManyFields { len: fields.len(), max: MAX_OBJECT_FIELDS });
+        return Err(LimitError::TooManyFields {
+            len: fields.len(),
+            max: MAX_OBJECT_FIELDS,
+        });
     }
     // The document object itself is level 1, so its fields' containers start at level 2.
     for value in fields.values() {
@@ -133,7 +141,10 @@ pub fn check_document(fields: &crate::Object) -> Result<(), LimitError> {
     }
     let size = 2 + object_fields_size(fields);
     if size > MAX_DOCUMENT_BYTES {
-        return Err(LimitError::TooLarge { size, max: MAX_DOCUMENT_BYTES });
+        return Err(LimitError::TooLarge {
+            size,
+            max: MAX_DOCUMENT_BYTES,
+        });
     }
     Ok(())
 }
@@ -149,12 +160,16 @@ pub fn check_value(v: &Value) -> Result<(), LimitError> {
 fn check_nested(v: &Value, level: usize, max_depth: usize) -> Result<usize, LimitError> {
     match v {
         // `level` is a lower bound of the true depth; stopping here keeps hostile inputs cheap.
-        Value::Array(_) | Value::Object(_) if level > max_depth => {
-            Err(LimitError::TooNested { depth: level, max: max_depth })
-        }
+        Value::Array(_) | Value::Object(_) if level > max_depth => Err(LimitError::TooNested {
+            depth: level,
+            max: max_depth,
+        }),
         Value::Array(items) => {
             if items.len() > MAX_ARRAY_ELEMENTS {
-                return Err(LimitError::ArrayTooLong { len: items.len(), max: MAX_ARRAY_ELEMENTS });
+                return Err(LimitError::ArrayTooLong {
+                    len: items.len(),
+                    max: MAX_ARRAY_ELEMENTS,
+                });
             }
             let mut deepest = 0;
             for item in items {
@@ -164,7 +179,10 @@ fn check_nested(v: &Value, level: usize, max_depth: usize) -> Result<usize, Limi
         }
         Value::Object(fields) => {
             if fields.len() > MAX_OBJECT_FIELDS {
-                return Err(LimitError::TooManyFields { len: fields.len(), max: MAX_OBJECT_FIELDS });
+                return Err(LimitError::TooManyFields {
+                    len: fields.len(),
+                    max: MAX_OBJECT_FIELDS,
+                });
             }
             let mut deepest = 0;
             for (name, value) in fields {

@@ -69,22 +69,57 @@ impl Validator {
 /// Builders for function-argument validators in app code: `v::object([("userId", v::string())])`.
 pub mod v {
     use super::Validator;
-    pub fn string() -> Validator { Validator::String }
-    pub fn number() -> Validator { Validator::Float64 }
-    pub fn float64() -> Validator { Validator::Float64 }
-    pub fn int64() -> Validator { Validator::Int64 }
-    pub fn boolean() -> Validator { Validator::Boolean }
-    pub fn null() -> Validator { Validator::Null }
-    pub fn bytes() -> Validator { Validator::Bytes }
-    pub fn any() -> Validator { Validator::Any }
-    pub fn id(table: &str) -> Validator { Validator::Id(table.to_string()) }
-    pub fn literal(v: impl Into<crate::Value>) -> Validator { Validator::Literal(v.into()) }
-    pub fn array(t: Validator) -> Validator { Validator::Array(Box::new(t)) }
-    pub fn optional(t: Validator) -> Validator { Validator::Optional(Box::new(t)) }
-    pub fn nullable(t: Validator) -> Validator { Validator::nullable(t) }
-    pub fn union(ts: impl IntoIterator<Item = Validator>) -> Validator { Validator::Union(ts.into_iter().collect()) }
-    pub fn record(k: Validator, val: Validator) -> Validator { Validator::Record(Box::new(k), Box::new(val)) }
+    pub fn string() -> Validator {
+        Validator::String
+    }
+    pub fn number() -> Validator {
+        Validator::Float64
+    }
+    pub fn float64() -> Validator {
+        Validator::Float64
+    }
+    pub fn int64() -> Validator {
+        Validator::Int64
+    }
+    pub fn boolean() -> Validator {
+        Validator::Boolean
+    }
+    pub fn null() -> Validator {
+        Validator::Null
+    }
+    pub fn bytes() -> Validator {
+        Validator::Bytes
+    }
+    pub fn any() -> Validator {
+        Validator::Any
+    }
+    pub fn id(table: &str) -> Validator {
+        Validator::Id(table.to_string())
+    }
+    pub fn literal(v: impl Into<crate::Value>) -> Validator {
+        Validator::Literal(v.into())
+    }
+    pub fn array(t: Validator) -> Validator {
+        Validator::Array(Box::new(t))
+    }
+    pub fn optional(t: Validator) -> Validator {
+        Validator::Optional(Box::new(t))
+    }
+    pub fn nullable(t: Validator) -> Validator {
+        Validator::nullable(t)
+    }
+    pub fn union(ts: impl IntoIterator<Item = Validator>) -> Validator {
+        Validator::Union(ts.into_iter().collect())
+    }
+    pub fn record(k: Validator, val: Validator) -> Validator {
+        Validator::Record(Box::new(k), Box::new(val))
+    }
     pub fn object<'a>(fields: impl IntoIterator<Item = (&'a str, Validator)>) -> Validator {
-        Validator::Object(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+        Validator::Object(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        )
     }
 }

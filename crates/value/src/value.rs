@@ -176,7 +176,11 @@ impl fmt::Display for Value {
             Value::String(s) => write!(f, "{s:?}"),
             Value::Bytes(b) => {
                 use base64::Engine as _;
-                write!(f, "b\"{}\"", base64::engine::general_purpose::STANDARD.encode(b))
+                write!(
+                    f,
+                    "b\"{}\"",
+                    base64::engine::general_purpose::STANDARD.encode(b)
+                )
             }
             Value::Array(items) => {
                 f.write_str("[")?;
@@ -351,7 +355,12 @@ mod tests {
     use super::*;
 
     fn obj(pairs: &[(&str, Value)]) -> Value {
-        Value::Object(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+        Value::Object(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -384,9 +393,23 @@ mod tests {
     fn float_total_order() {
         let nan = f64::NAN;
         let neg_nan = -f64::NAN;
-        let xs = [neg_nan, f64::NEG_INFINITY, -1.0, -0.0, 0.0, 1.0, f64::INFINITY, nan];
+        let xs = [
+            neg_nan,
+            f64::NEG_INFINITY,
+            -1.0,
+            -0.0,
+            0.0,
+            1.0,
+            f64::INFINITY,
+            nan,
+        ];
         for w in xs.windows(2) {
-            assert!(Value::Float64(w[0]) < Value::Float64(w[1]), "{:?} < {:?}", w[0], w[1]);
+            assert!(
+                Value::Float64(w[0]) < Value::Float64(w[1]),
+                "{:?} < {:?}",
+                w[0],
+                w[1]
+            );
         }
         assert_eq!(Value::Float64(nan), Value::Float64(nan));
         assert_ne!(Value::Int64(1), Value::Float64(1.0));
@@ -398,12 +421,18 @@ mod tests {
         // agrees with code point order; UTF-16 order would not.
         assert!(Value::from("\u{FF61}") < Value::from("\u{10000}"));
         assert!(Value::from("ab") < Value::from("b"));
-        assert!(Value::Array(vec![Value::Int64(1)]) < Value::Array(vec![Value::Int64(1), Value::Null]));
-        assert!(Value::Array(vec![Value::Int64(2)]) > Value::Array(vec![Value::Int64(1), Value::Null]));
+        assert!(
+            Value::Array(vec![Value::Int64(1)]) < Value::Array(vec![Value::Int64(1), Value::Null])
+        );
+        assert!(
+            Value::Array(vec![Value::Int64(2)]) > Value::Array(vec![Value::Int64(1), Value::Null])
+        );
         // Objects compare key first, then value.
         assert!(obj(&[("a", Value::Int64(9))]) < obj(&[("b", Value::Int64(0))]));
         assert!(obj(&[("a", Value::Int64(1))]) < obj(&[("a", Value::Int64(2))]));
-        assert!(obj(&[("a", Value::Int64(1))]) < obj(&[("a", Value::Int64(1)), ("b", Value::Null)]));
+        assert!(
+            obj(&[("a", Value::Int64(1))]) < obj(&[("a", Value::Int64(1)), ("b", Value::Null)])
+        );
     }
 
     #[test]
@@ -415,12 +444,19 @@ mod tests {
             ("b", Value::Bytes(vec![1, 2, 3])),
             ("a", Value::Array(vec![Value::Null, Value::Boolean(true)])),
         ]);
-        assert_eq!(v.to_string(), r#"{a: [null, true], b: b"AQID", n: 1, s: "hi", x: 1.0}"#);
+        assert_eq!(
+            v.to_string(),
+            r#"{a: [null, true], b: b"AQID", n: 1, s: "hi", x: 1.0}"#
+        );
     }
 
     #[test]
     fn serde_serialize_and_deserialize() {
-        let v = obj(&[("n", Value::Int64(3)), ("x", Value::Float64(1.5)), ("l", Value::Array(vec![Value::Null]))]);
+        let v = obj(&[
+            ("n", Value::Int64(3)),
+            ("x", Value::Float64(1.5)),
+            ("l", Value::Array(vec![Value::Null])),
+        ]);
         let text = serde_json::to_string(&v).unwrap();
         assert_eq!(text, r#"{"l":[null],"n":3,"x":1.5}"#);
         let back: Value = serde_json::from_str(&text).unwrap();
