@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::{TableNumber, Value};
+use std::fmt;
+
+use crate::{DocumentId, Object, TableNumber, Value};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Validator {
@@ -28,6 +30,32 @@ pub enum Validator {
 /// Resolves `v.id("table")` to the table's number, to check an ID's table.
 pub trait IdTables {
     fn table_number(&self, table: &str) -> Option<TableNumber>;
+    /// The name of table `number`, if known; used only to word errors like Convex does.
+    fn table_name(&self, _number: TableNumber) -> Option<String> {
+        None
+    }
+}
+
+impl IdTables for BTreeMap<String, TableNumber> {
+    fn table_number(&self, table: &str) -> Option<TableNumber> {
+        self.get(table).copied()
+    }
+    fn table_name(&self, number: TableNumber) -> Option<String> {
+        self.iter()
+            .find(|(_, n)| **n == number)
+            .map(|(name, _)| name.clone())
+    }
+}
+
+impl IdTables for std::collections::HashMap<String, TableNumber> {
+    fn table_number(&self, table: &str) -> Option<TableNumber> {
+        self.get(table).copied()
+    }
+    fn table_name(&self, number: TableNumber) -> Option<String> {
+        self.iter()
+            .find(|(_, n)| **n == number)
+            .map(|(name, _)| name.clone())
+    }
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -39,30 +67,449 @@ pub enum ValidationError {
     Syntax { text: String, reason: String },
 }
 
+impl ValidationError {
+    /// Stable machine code for this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ValidationError::Mismatch(_) => "ValidationError",
+            ValidationError::Syntax { .. } => "InvalidValidator",
+        }
+    }
+}
+
+/// `Path: .a.b[2]` when inside a value, nothing at the top (Convex's layout).
+fn path_line(path: &str) -> String {
+    if path.is_empty() {
+        String::new()
+    } else {
+        format!("Path: {path}")
+    }
+}
+
+/// Same, for messages where the path follows on its own line only when present.
+fn path_suffix(path: &str) -> String {
+    if path.is_empty() {
+        String::new()
+    } else {
+        format!("\nPath: {path}")
+    }
+}
+
+fn no_match(value: &Value, validator: &Validator, path: &str) -> ValidationError {
+    ValidationError::Mismatch(format!(
+        "Value does not match validator.\n{}\nValue: {value}\nValidator: {validator}",
+        path_line(path)
+    ))
+}
+
+fn object_validator_text(shape: &BTreeMap<String, Validator>) -> String {
+    let fields: Vec<String> = shape.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    format!("v.object({{{}}})", fields.join(", "))
+}
+
 impl Validator {
     /// `nullable(T)` is `union(T, null)`.
     pub fn nullable(inner: Validator) -> Validator {
         Validator::Union(vec![inner, Validator::Null])
     }
     /// Check `value`; errors name the path and read like Convex's.
-    pub fn check(&self, _value: &Value, _tables: &dyn IdTables) -> Result<(), ValidationError> {
-        todo!()
+    pub fn check(&self, value: &Value, tables: &dyn IdTables) -> Result<(), ValidationError> {
+        self.check_at(value, tables, "")
     }
     /// Check a top-level object of fields against an object validator (document bodies, function args).
     pub fn check_object(
-        _fields: &BTreeMap<String, Value>,
-        _shape: &BTreeMap<String, Validator>,
-        _tables: &dyn IdTables,
+        fields: &BTreeMap<String, Value>,
+        shape: &BTreeMap<String, Validator>,
+        tables: &dyn IdTables,
     ) -> Result<(), ValidationError> {
-        todo!()
+        check_fields(fields, shape, tables, "")
     }
+
+    fn check_at(
+        &self,
+        value: &Value,
+        tables: &dyn IdTables,
+        path: &str,
+    ) -> Result<(), ValidationError> {
+        match (self, value) {
+            (Validator::Any, _)
+            | (Validator::Null, Value::Null)
+            | (Validator::Float64, Value::Float64(_))
+            | (Validator::Int64, Value::Int64(_))
+            | (Validator::Boolean, Value::Boolean(_))
+            | (Validator::String, Value::String(_))
+            | (Validator::Bytes, Value::Bytes(_)) => Ok(()),
+            (Validator::Id(table), Value::String(text)) => {
+                check_id(table, text, value, self, tables, path)
+            }
+            (Validator::Literal(expected), _) => {
+                // Equality in the total order: `1n` does not match `1.0`.
+                if value == expected {
+                    Ok(())
+                } else {
+                    Err(ValidationError::Mismatch(format!(
+                        "`{value}` does not match literal validator `{self}`.{}",
+                        path_suffix(path)
+                    )))
+                }
+            }
+            (Validator::Array(element), Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    element.check_at(item, tables, &format!("{path}[{i}]"))?;
+                }
+                Ok(())
+            }
+            (Validator::Object(shape), Value::Object(fields)) => {
+                check_fields(fields, shape, tables, path)
+            }
+            (Validator::Record(keys, values), Value::Object(fields)) => {
+                let keys_path = format!("{path}.keys()");
+                let values_path = format!("{path}.values()");
+                for (k, v) in fields {
+                    keys.check_at(&Value::String(k.clone()), tables, &keys_path)?;
+                    values.check_at(v, tables, &values_path)?;
+                }
+                Ok(())
+            }
+            (Validator::Union(members), _) => {
+                if let [only] = members.as_slice() {
+                    return only.check_at(value, tables, path);
+                }
+                if members
+                    .iter()
+                    .any(|m| m.check_at(value, tables, path).is_ok())
+                {
+                    Ok(())
+                } else {
+                    Err(no_match(value, self, path))
+                }
+            }
+            // Outside an object field, `optional` has nothing to make optional.
+            (Validator::Optional(inner), _) => inner.check_at(value, tables, path),
+            _ => Err(no_match(value, self, path)),
+        }
+    }
+
     /// Parse the text form.
-    pub fn parse(_text: &str) -> Result<Validator, ValidationError> {
-        todo!()
+    pub fn parse(text: &str) -> Result<Validator, ValidationError> {
+        let mut parser = Parser { text, pos: 0 };
+        let validator = parser
+            .validator()
+            .map_err(|reason| ValidationError::Syntax {
+                text: text.to_string(),
+                reason,
+            })?;
+        parser.skip_ws();
+        if parser.pos < text.len() {
+            return Err(ValidationError::Syntax {
+                text: text.to_string(),
+                reason: parser.located("unexpected text after the validator"),
+            });
+        }
+        Ok(validator)
     }
     /// Render as Convex prints validators in errors, e.g. `v.optional(v.string())`.
     pub fn describe(&self) -> String {
-        todo!()
+        self.to_string()
+    }
+}
+
+fn check_id(
+    table: &str,
+    text: &str,
+    value: &Value,
+    validator: &Validator,
+    tables: &dyn IdTables,
+    path: &str,
+) -> Result<(), ValidationError> {
+    let (Ok(id), Some(expected)) = (DocumentId::decode(text), tables.table_number(table)) else {
+        return Err(no_match(value, validator, path));
+    };
+    if id.table == expected {
+        return Ok(());
+    }
+    let found = match tables.table_name(id.table) {
+        Some(name) => format!("from table `{name}`"),
+        None => format!("from another table (number {})", id.table),
+    };
+    Err(ValidationError::Mismatch(format!(
+        "Found ID \"{text}\" {found}, which does not match the table name in validator `{validator}`.{}",
+        path_suffix(path)
+    )))
+}
+
+fn check_fields(
+    fields: &Object,
+    shape: &BTreeMap<String, Validator>,
+    tables: &dyn IdTables,
+    path: &str,
+) -> Result<(), ValidationError> {
+    for (name, field_validator) in shape {
+        match (fields.get(name), field_validator) {
+            (Some(value), Validator::Optional(inner)) => inner.check_at(value, tables, &format!("{path}.{name}"))?,
+            (Some(value), _) => field_validator.check_at(value, tables, &format!("{path}.{name}"))?,
+            (None, Validator::Optional(_)) => {}
+            (None, _) => {
+                return Err(ValidationError::Mismatch(format!(
+                    "Object is missing the required field `{name}`. Consider wrapping the field validator in \
+                     `v.optional(...)` if this is expected.\n{}\nObject: {}\nValidator: {}",
+                    path_line(path),
+                    Value::Object(fields.clone()),
+                    object_validator_text(shape)
+                )))
+            }
+        }
+    }
+    if let Some(extra) = fields.keys().find(|k| !shape.contains_key(*k)) {
+        return Err(ValidationError::Mismatch(format!(
+            "Object contains extra field `{extra}` that is not in the validator.\n{}\nObject: {}\nValidator: {}",
+            path_line(path),
+            Value::Object(fields.clone()),
+            object_validator_text(shape)
+        )));
+    }
+    Ok(())
+}
+
+/// Convex's `v.…()` notation.
+impl fmt::Display for Validator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Validator::Id(table) => write!(f, "v.id({})", quote(table)),
+            Validator::Null => f.write_str("v.null()"),
+            Validator::Float64 => f.write_str("v.float64()"),
+            Validator::Int64 => f.write_str("v.int64()"),
+            Validator::Boolean => f.write_str("v.boolean()"),
+            Validator::String => f.write_str("v.string()"),
+            Validator::Bytes => f.write_str("v.bytes()"),
+            Validator::Any => f.write_str("v.any()"),
+            Validator::Literal(value) => match value {
+                Value::String(s) => write!(f, "v.literal({})", quote(s)),
+                Value::Int64(x) => write!(f, "v.literal({x}n)"),
+                other => write!(f, "v.literal({other})"),
+            },
+            Validator::Array(element) => write!(f, "v.array({element})"),
+            Validator::Object(shape) => f.write_str(&object_validator_text(shape)),
+            Validator::Record(k, v) => write!(f, "v.record({k}, {v})"),
+            Validator::Union(members) => {
+                let parts: Vec<String> = members.iter().map(ToString::to_string).collect();
+                write!(f, "v.union({})", parts.join(", "))
+            }
+            Validator::Optional(inner) => write!(f, "v.optional({inner})"),
+        }
+    }
+}
+
+fn quote(s: &str) -> String {
+    serde_json::to_string(s).expect("strings always serialize")
+}
+
+/// Recursive-descent parser for the text form. Errors are plain strings with a column.
+struct Parser<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl<'a> Parser<'a> {
+    fn rest(&self) -> &'a str {
+        &self.text[self.pos..]
+    }
+
+    fn located(&self, what: &str) -> String {
+        let column = self.text[..self.pos].chars().count() + 1;
+        match self.rest().chars().next() {
+            Some(c) => format!("{what} at column {column} (found `{c}`)"),
+            None => format!("{what} at column {column} (found the end of the text)"),
+        }
+    }
+
+    fn skip_ws(&mut self) {
+        let trimmed = self.rest().trim_start();
+        self.pos = self.text.len() - trimmed.len();
+    }
+
+    fn eat(&mut self, c: char) -> bool {
+        self.skip_ws();
+        if self.rest().starts_with(c) {
+            self.pos += c.len_utf8();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, c: char) -> Result<(), String> {
+        if self.eat(c) {
+            Ok(())
+        } else {
+            Err(self.located(&format!("expected `{c}`")))
+        }
+    }
+
+    fn ident(&mut self) -> Option<&'a str> {
+        self.skip_ws();
+        let rest = self.rest();
+        let len = rest
+            .char_indices()
+            .find(|&(i, c)| !(c.is_ascii_alphabetic() || c == '_' || (i > 0 && c.is_ascii_digit())))
+            .map_or(rest.len(), |(i, _)| i);
+        if len == 0 {
+            return None;
+        }
+        self.pos += len;
+        Some(&rest[..len])
+    }
+
+    fn validator(&mut self) -> Result<Validator, String> {
+        self.skip_ws();
+        let start = self.pos;
+        let mut name = self
+            .ident()
+            .ok_or_else(|| self.located("expected a validator"))?;
+        // Accept Convex's `v.string()` spelling as well as the bare `string`.
+        if name == "v" && self.eat('.') {
+            name = self
+                .ident()
+                .ok_or_else(|| self.located("expected a validator name after `v.`"))?;
+        }
+        let simple = match name {
+            "string" => Some(Validator::String),
+            "number" | "float64" => Some(Validator::Float64),
+            "int64" | "bigint" => Some(Validator::Int64),
+            "boolean" => Some(Validator::Boolean),
+            "null" => Some(Validator::Null),
+            "bytes" => Some(Validator::Bytes),
+            "any" => Some(Validator::Any),
+            _ => None,
+        };
+        if let Some(v) = simple {
+            if self.eat('(') {
+                self.expect(')')?;
+            }
+            return Ok(v);
+        }
+        let known = [
+            "id", "literal", "array", "object", "record", "union", "optional", "nullable",
+        ];
+        if !known.contains(&name) {
+            self.pos = start;
+            return Err(self.located(&format!("unknown validator `{name}`")));
+        }
+        self.expect('(')?;
+        let v = match name {
+            "id" => Validator::Id(self.string_literal()?),
+            "literal" => Validator::Literal(self.literal()?),
+            "array" => Validator::Array(Box::new(self.validator()?)),
+            "object" => Validator::Object(self.object_fields()?),
+            "record" => {
+                let k = self.validator()?;
+                self.expect(',')?;
+                Validator::Record(Box::new(k), Box::new(self.validator()?))
+            }
+            "union" => {
+                let mut members = vec![self.validator()?];
+                while self.eat(',') {
+                    self.skip_ws();
+                    if self.rest().starts_with(')') {
+                        break;
+                    }
+                    members.push(self.validator()?);
+                }
+                Validator::Union(members)
+            }
+            "optional" => Validator::Optional(Box::new(self.validator()?)),
+            "nullable" => Validator::nullable(self.validator()?),
+            _ => unreachable!("checked against `known` above"),
+        };
+        self.expect(')')?;
+        Ok(v)
+    }
+
+    fn object_fields(&mut self) -> Result<BTreeMap<String, Validator>, String> {
+        self.expect('{')?;
+        let mut fields = BTreeMap::new();
+        loop {
+            if self.eat('}') {
+                return Ok(fields);
+            }
+            self.skip_ws();
+            let name = if self.rest().starts_with(['"', '\'']) {
+                self.string_literal()?
+            } else {
+                self.ident()
+                    .ok_or_else(|| self.located("expected a field name or `}`"))?
+                    .to_string()
+            };
+            self.expect(':')?;
+            let v = self.validator()?;
+            if fields.insert(name.clone(), v).is_some() {
+                return Err(self.located(&format!("field `{name}` appears twice")));
+            }
+            if !self.eat(',') {
+                self.expect('}')?;
+                return Ok(fields);
+            }
+        }
+    }
+
+    /// A double-quoted (JSON escapes) or single-quoted string.
+    fn string_literal(&mut self) -> Result<String, String> {
+        self.skip_ws();
+        let rest = self.rest();
+        let quote = match rest.chars().next() {
+            Some(q @ ('"' | '\'')) => q,
+            _ => return Err(self.located("expected a quoted string")),
+        };
+        let mut escaped = false;
+        let end = rest[1..].char_indices().find(|&(_, c)| {
+            let closes = c == quote && !escaped;
+            escaped = c == '\\' && !escaped;
+            closes
+        });
+        let Some((end, _)) = end else {
+            return Err(self.located("unterminated string"));
+        };
+        let body = &rest[1..1 + end];
+        let value = if quote == '"' {
+            serde_json::from_str::<String>(&rest[..end + 2])
+                .map_err(|e| self.located(&format!("invalid string ({e})")))?
+        } else {
+            body.replace("\\'", "'").replace("\\\\", "\\")
+        };
+        self.pos += end + 2;
+        Ok(value)
+    }
+
+    /// `"text"`, `true`, `false`, a number (float64), or a number with an `n` suffix (int64).
+    fn literal(&mut self) -> Result<Value, String> {
+        self.skip_ws();
+        let rest = self.rest();
+        if rest.starts_with(['"', '\'']) {
+            return Ok(Value::String(self.string_literal()?));
+        }
+        if let Some(word) = ["true", "false"].into_iter().find(|w| rest.starts_with(w)) {
+            self.pos += word.len();
+            return Ok(Value::Boolean(word == "true"));
+        }
+        let len = rest
+            .find(|c: char| !(c.is_ascii_digit() || matches!(c, '-' | '+' | '.' | 'e' | 'E')))
+            .unwrap_or(rest.len());
+        let number = &rest[..len];
+        if number.is_empty() {
+            return Err(self.located("expected a string, number or boolean literal"));
+        }
+        if rest[len..].starts_with('n') {
+            let x = number
+                .parse::<i64>()
+                .map_err(|_| self.located("invalid int64 literal"))?;
+            self.pos += len + 1;
+            return Ok(Value::Int64(x));
+        }
+        let x = number
+            .parse::<f64>()
+            .map_err(|_| self.located("invalid number literal"))?;
+        self.pos += len;
+        Ok(Value::Float64(x))
     }
 }
 
