@@ -1,0 +1,310 @@
+// Spawns one of the real server binaries on loopback and manages its lifetime.
+//
+// Each server gets free ports, a fresh temporary data directory and a random admin
+// key. Its stdout/stderr are kept so a failing test can show what the server said.
+// `kill()` is a SIGKILL (a crash, not a clean shutdown); `restart()` starts the same
+// binary again on the same ports and data directory.
+
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+
+/** Path of a release binary, overridable through the environment (tests/run sets these). */
+export function binaryPath(which) {
+  const envName = which === "tickethub" ? "TICKETHUB_BIN" : "NOTES_BIN";
+  const fromEnv = process.env[envName];
+  const bin = fromEnv && fromEnv.length > 0 ? fromEnv : path.join(REPO_ROOT, "target", "release", which);
+  if (!existsSync(bin)) {
+    throw new Error(
+      `server binary not found at ${bin}; build it with 'cargo build --release --workspace --bins' ` +
+        `or point ${envName} at it`,
+    );
+  }
+  return bin;
+}
+
+/** Asks the kernel for a currently free loopback port. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Servers started and not yet cleaned up (for failure messages). */
+export const liveServers = new Set();
+
+const READY_TIMEOUT_MS = 60_000;
+const MAX_OUTPUT_CHARS = 200_000;
+
+export class Server {
+  constructor({ bin, env, extraArgs, testClock, adminKey, dataDir, ownsDataDir, label }) {
+    this.bin = bin;
+    this.env = env;
+    this.extraArgs = extraArgs;
+    this.testClock = testClock;
+    this.adminKey = adminKey;
+    this.dataDir = dataDir;
+    this.ownsDataDir = ownsDataDir;
+    this.label = label;
+    this.port = 0;
+    this.sitePort = 0;
+    this.child = null;
+    this.exited = null; // Promise resolving to {code, signal} once the current child exits.
+    this.log = "";
+    this.generation = 0;
+  }
+
+  /** Base URL of the API port (what ConvexHttpClient takes). */
+  get url() {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  /** Base URL of the HTTP-actions (site) port. */
+  get siteUrl() {
+    return `http://127.0.0.1:${this.sitePort}`;
+  }
+
+  /** Everything the server printed so far (all runs), for failure messages. */
+  output() {
+    return this.log;
+  }
+
+  _append(text) {
+    this.log += text;
+    if (this.log.length > MAX_OUTPUT_CHARS) {
+      this.log = this.log.slice(this.log.length - MAX_OUTPUT_CHARS);
+    }
+  }
+
+  _spawn() {
+    const args = [
+      "serve",
+      "--port",
+      String(this.port),
+      "--site-port",
+      String(this.sitePort),
+      "--host",
+      "127.0.0.1",
+      "--data-dir",
+      this.dataDir,
+      "--admin-key",
+      this.adminKey,
+    ];
+    if (this.testClock) args.push("--test-clock");
+    args.push(...this.extraArgs);
+    this.generation += 1;
+    this.runLogStart = this.log.length;
+    this._append(`\n=== [${this.label}] start #${this.generation}: ${this.bin} ${args.join(" ")}\n`);
+    const child = spawn(this.bin, args, {
+      env: { ...process.env, RUST_BACKTRACE: "1", ...this.env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    child.stdout.setEncoding("utf8");
+    child.stderr.setEncoding("utf8");
+    child.stdout.on("data", (d) => this._append(d));
+    child.stderr.on("data", (d) => this._append(d));
+    this.child = child;
+    this.exited = new Promise((resolve) => {
+      child.on("exit", (code, signal) => {
+        this._append(`=== [${this.label}] exited code=${code} signal=${signal}\n`);
+        resolve({ code, signal });
+      });
+      child.on("error", (err) => {
+        this._append(`=== [${this.label}] spawn error: ${err.message}\n`);
+        resolve({ code: -1, signal: null, error: err });
+      });
+    });
+  }
+
+  async _waitReady() {
+    const deadline = Date.now() + READY_TIMEOUT_MS;
+    let exitInfo = null;
+    this.exited.then((info) => {
+      exitInfo = info;
+    });
+    while (Date.now() < deadline) {
+      if (exitInfo) {
+        throw new Error(
+          `[${this.label}] exited before becoming ready (${JSON.stringify(exitInfo)}). Output:\n${this.log}`,
+        );
+      }
+      try {
+        const res = await fetch(`${this.url}/instance_name`, { signal: AbortSignal.timeout(2_000) });
+        await res.arrayBuffer();
+        if (res.status === 200) return;
+      } catch {
+        // not listening yet
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error(`[${this.label}] not ready after ${READY_TIMEOUT_MS} ms. Output:\n${this.log}`);
+  }
+
+  async start() {
+    // Another process may grab a port between our probe and the server's bind; if the
+    // first attempt dies early, try once more with fresh ports.
+    for (let attempt = 0; ; attempt++) {
+      if (this.port === 0 || attempt > 0) {
+        this.port = await freePort();
+        this.sitePort = await freePort();
+        while (this.sitePort === this.port) this.sitePort = await freePort();
+      }
+      this._spawn();
+      try {
+        await this._waitReady();
+        return this;
+      } catch (err) {
+        await this._killChild();
+        if (attempt >= 1 || !this._bindFailed()) throw err;
+      }
+    }
+  }
+
+  _bindFailed() {
+    return /address already in use|addrinuse|failed to bind|could not bind/i.test(this.log.slice(this.runLogStart ?? 0));
+  }
+
+  async _killChild() {
+    if (this.child && this.child.exitCode === null && this.child.signalCode === null) {
+      this.child.kill("SIGKILL");
+    }
+    if (this.exited) await this.exited;
+  }
+
+  /** Simulates a crash: SIGKILL, no chance to flush or shut down cleanly. */
+  async kill() {
+    await this._killChild();
+  }
+
+  /** Starts the binary again on the same ports and the same data directory. */
+  async restart() {
+    await this._killChild();
+    // The same ports are preferred (clients keep working); a port still held by the
+    // kernel after the kill is retried, then fresh ports are taken as a last resort.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      this._spawn();
+      try {
+        await this._waitReady();
+        return this;
+      } catch (err) {
+        await this._killChild();
+        if (!this._bindFailed()) throw err;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+    this.port = 0;
+    return this.start();
+  }
+
+  /** Stops the server and removes its data directory. */
+  async cleanup() {
+    liveServers.delete(this);
+    await this._killChild();
+    if (this.ownsDataDir) {
+      await rm(this.dataDir, { recursive: true, force: true });
+    }
+  }
+
+  /** Raw POST to an API endpoint; returns {status, headers, text, json}. */
+  async post(endpoint, body, headers = {}) {
+    const res = await fetch(`${this.url}${endpoint}`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", ...headers },
+      body: typeof body === "string" || body instanceof Uint8Array ? body : JSON.stringify(body),
+    });
+    return readResponse(res);
+  }
+
+  /**
+   * Calls any function (public or internal) as admin through /api/function and returns
+   * the raw response JSON ({status, value | errorMessage, ...}); values in `json` format.
+   */
+  async adminCall(pathName, args = {}) {
+    const r = await this.post(
+      "/api/function",
+      { path: pathName, args, format: "json" },
+      { Authorization: `Convex ${this.adminKey}` },
+    );
+    if (r.status !== 200 || !r.json) {
+      throw new Error(`admin call ${pathName} failed: HTTP ${r.status} ${r.text}`);
+    }
+    return r.json;
+  }
+
+  /** Like adminCall, but returns the value and throws on a function error. */
+  async adminRun(pathName, args = {}) {
+    const r = await this.adminCall(pathName, args);
+    if (r.status !== "success") {
+      throw new Error(`admin call ${pathName} errored: ${r.errorMessage}`);
+    }
+    return r.value;
+  }
+
+  /** Advances the test clock (requires --test-clock); resolves once due jobs have run. */
+  async advanceTime(ms) {
+    const r = await this.post(
+      "/api/test/advance_time",
+      { ms },
+      { Authorization: `Convex ${this.adminKey}` },
+    );
+    if (r.status !== 200) {
+      throw new Error(`advance_time failed: HTTP ${r.status} ${r.text}`);
+    }
+    return r.json.now;
+  }
+}
+
+export async function readResponse(res) {
+  const text = await res.text();
+  let json = null;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = null;
+  }
+  return { status: res.status, headers: res.headers, text, json };
+}
+
+/**
+ * Starts a server.
+ * @param {object} opts
+ * @param {"tickethub"|"notes-server"} opts.which
+ * @param {Record<string,string>} [opts.env] extra environment (e.g. CLERK_WEBHOOK_SECRET)
+ * @param {boolean} [opts.testClock]
+ * @param {string[]} [opts.extraArgs]
+ */
+export async function startServer({ which, env = {}, testClock = false, extraArgs = [] }) {
+  const bin = binaryPath(which);
+  const dataDir = await mkdtemp(path.join(tmpdir(), `${which}-e2e-`));
+  const server = new Server({
+    bin,
+    env,
+    extraArgs,
+    testClock,
+    adminKey: `e2e-admin-${randomBytes(24).toString("hex")}`,
+    dataDir,
+    ownsDataDir: true,
+    label: which,
+  });
+  liveServers.add(server);
+  try {
+    await server.start();
+  } catch (err) {
+    await server.cleanup();
+    throw err;
+  }
+  return server;
+}
