@@ -6,23 +6,27 @@
 //! - [`txn`]: [`ReadTxn`] (one consistent snapshot) and [`WriteTxn`] (runs on the writer thread).
 //! - [`query`]: [`IndexQuery`], index range validation and key-range computation.
 //! - [`log`]: the commit log: which index key ranges each commit touched, for live queries.
+//! - `catalog` (private): table numbers and index ids joined with the schema; immutable after open.
+//! - `codec` (private): the compact binary encoding of document bodies on disk.
 //!
 //! Design: one writer connection on its own thread runs every mutation closure one after another
 //! (serializable by construction, no OCC retries); each runs inside its own SAVEPOINT so a failure
 //! rolls back alone; a batch of queued mutations shares one COMMIT (one fsync), and only then are
 //! their `done` callbacks told. Readers use a pool of WAL connections, each read in one transaction.
 
+mod catalog;
+mod codec;
 pub mod log;
 pub mod query;
 pub mod schema;
 pub mod store;
 pub mod txn;
 
-pub use log::{CommitLog, ReadRange, ReadSet, WriteSet, WrittenKey};
-pub use query::{Bound, IndexQuery, Order, Page, PageRequest};
+pub use log::{CommitLog, IndexId, ReadRange, ReadSet, WriteSet, WrittenKey};
+pub use query::{Bound, IndexQuery, Order, Page, PageRequest, MAX_PAGE_ITEMS};
 pub use schema::{IndexDef, Schema, SchemaError, TableDef};
-pub use store::{CommitInfo, Outcome, Store, StoreOptions};
-pub use txn::{DocReader, Document, ReadTxn, WriteTxn};
+pub use store::{CommitHook, CommitInfo, Done, Job, Outcome, Store, StoreOptions};
+pub use txn::{caps, DocReader, Document, ReadTxn, Visit, WriteTxn};
 
 use tickethub_value::{DocumentId, IdError, JsonError, LimitError, ValidationError};
 
@@ -44,7 +48,11 @@ pub enum StoreError {
     #[error("{0}")]
     InvalidIndexRange(String),
     #[error("Found ID \"{id}\" from table `{actual}`, which does not match the table name in validator `v.id(\"{expected}\")`.")]
-    WrongTable { id: String, expected: String, actual: String },
+    WrongTable {
+        id: String,
+        expected: String,
+        actual: String,
+    },
     #[error("Update on nonexistent document ID {0}")]
     PatchMissing(DocumentId),
     #[error("Replace on nonexistent document ID {0}")]
@@ -52,7 +60,10 @@ pub enum StoreError {
     #[error("Delete on nonexistent document ID {0}")]
     DeleteMissing(DocumentId),
     #[error("Failed to insert or update a document in table \"{table}\" because it does not match the schema: {reason}")]
-    SchemaMismatch { table: String, reason: ValidationError },
+    SchemaMismatch {
+        table: String,
+        reason: ValidationError,
+    },
     #[error(transparent)]
     Limit(#[from] LimitError),
     #[error("Transaction limit exceeded: {0}")]
@@ -61,6 +72,12 @@ pub enum StoreError {
     Schema(#[from] SchemaError),
     #[error("Invalid pagination cursor")]
     InvalidCursor,
+    /// `numItems` outside 1..=32000.
+    #[error("Invalid pagination options: {0}")]
+    InvalidPagination(String),
+    /// A mutation job panicked; its writes were rolled back. Internal: the message is for logs.
+    #[error("a mutation panicked: {0}")]
+    JobPanicked(String),
     #[error(transparent)]
     Json(#[from] JsonError),
     /// SQLite or I/O failure. The message is for logs only; never send it to clients.
@@ -79,14 +96,16 @@ impl StoreError {
             StoreError::UnknownIndex { .. } => "IndexNotFound",
             StoreError::InvalidIndexRange(_) => "InvalidIndexRange",
             StoreError::WrongTable { .. } => "InvalidId",
-            StoreError::PatchMissing(_) | StoreError::ReplaceMissing(_) | StoreError::DeleteMissing(_) => {
-                "NonexistentDocument"
-            }
+            StoreError::PatchMissing(_)
+            | StoreError::ReplaceMissing(_)
+            | StoreError::DeleteMissing(_) => "NonexistentDocument",
             StoreError::SchemaMismatch { .. } => "SchemaValidationError",
             StoreError::Limit(_) => "ValueLimitExceeded",
             StoreError::TransactionLimit(_) => "TransactionLimitExceeded",
             StoreError::Schema(_) => "InvalidSchema",
             StoreError::InvalidCursor => "InvalidCursor",
+            StoreError::InvalidPagination(_) => "InvalidPagination",
+            StoreError::JobPanicked(_) => "InternalError",
             StoreError::Json(_) => "InvalidValue",
             StoreError::Storage(_) => "StorageError",
             StoreError::ShuttingDown => "ShuttingDown",
@@ -94,7 +113,10 @@ impl StoreError {
     }
     /// True when the error is the caller's fault (shown to clients as is); false for internal ones.
     pub fn is_user_error(&self) -> bool {
-        !matches!(self, StoreError::Storage(_) | StoreError::ShuttingDown)
+        !matches!(
+            self,
+            StoreError::Storage(_) | StoreError::ShuttingDown | StoreError::JobPanicked(_)
+        )
     }
 }
 

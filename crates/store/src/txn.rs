@@ -2,9 +2,31 @@
 //! consistent snapshot. A [`WriteTxn`] exists only inside a job on the writer thread; it reads its
 //! own writes.
 
-use tickethub_value::{DocumentId, Object, TableNumber, Value};
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
 
-use crate::{IndexQuery, Page, PageRequest, ReadSet, StoreError, Timestamp};
+use rusqlite::{params, Connection, OptionalExtension};
+use tickethub_value::limits::check_document;
+use tickethub_value::{DocumentId, Object, TableNumber, Validator, Value};
+
+use crate::catalog::{id_from_key, id_key, Catalog, IndexKind, TableInfo};
+use crate::codec::{decode_fields, encode_fields};
+use crate::query::{plan, Cursor, MAX_PAGE_ITEMS};
+use crate::store::{CreationClock, ReaderPool};
+use crate::{
+    IndexQuery, Order, Page, PageRequest, ReadRange, ReadSet, StoreError, Timestamp, WriteSet,
+    WrittenKey,
+};
+
+/// Per-transaction caps (Convex's limits). Each is checked as the transaction goes, so the
+/// offending read or write fails rather than the commit.
+pub mod caps {
+    pub const MAX_DOCS_SCANNED: usize = 32_000;
+    pub const MAX_BYTES_READ: usize = 16 << 20;
+    pub const MAX_INDEX_RANGES: usize = 4_096;
+    pub const MAX_DOCS_WRITTEN: usize = 16_000;
+    pub const MAX_BYTES_WRITTEN: usize = 16 << 20;
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Document {
@@ -51,37 +73,631 @@ pub trait DocReader {
         visit: &mut dyn FnMut(&[u8], Document) -> Result<Visit, StoreError>,
     ) -> Result<(), StoreError>;
     /// Convenience over `scan`: up to `limit` documents.
-    fn collect(&self, query: &IndexQuery, limit: Option<usize>) -> Result<Vec<Document>, StoreError>;
-    /// Convenience over `scan`: a page with an opaque cursor.
-    fn paginate(&self, query: &IndexQuery, page: &PageRequest) -> Result<Page, StoreError>;
+    fn collect(
+        &self,
+        query: &IndexQuery,
+        limit: Option<usize>,
+    ) -> Result<Vec<Document>, StoreError> {
+        let mut out = Vec::new();
+        if limit == Some(0) {
+            return Ok(out);
+        }
+        self.scan(query, None, &mut |_, doc| {
+            out.push(doc);
+            Ok(if limit.is_some_and(|l| out.len() >= l) {
+                Visit::Stop
+            } else {
+                Visit::Continue
+            })
+        })?;
+        Ok(out)
+    }
+    /// Convenience over `scan`: a page with an opaque cursor. `is_done` is true when the page came
+    /// back short (so an exactly-full last page is followed by one empty page).
+    fn paginate(&self, query: &IndexQuery, page: &PageRequest) -> Result<Page, StoreError> {
+        if page.num_items == 0 || page.num_items > MAX_PAGE_ITEMS {
+            return Err(StoreError::InvalidPagination(format!(
+                "numItems must be between 1 and {MAX_PAGE_ITEMS}, got {}",
+                page.num_items
+            )));
+        }
+        let resume = match &page.cursor {
+            None => None,
+            Some(text) => match Cursor::decode(text)? {
+                Cursor::End => {
+                    return Ok(Page {
+                        page: vec![],
+                        is_done: true,
+                        continue_cursor: Cursor::End.encode(),
+                    })
+                }
+                Cursor::After(key) => Some(key),
+            },
+        };
+        let mut docs = Vec::new();
+        let mut last_key = None;
+        self.scan(query, resume.as_deref(), &mut |key, doc| {
+            docs.push(doc);
+            if docs.len() >= page.num_items {
+                last_key = Some(key.to_vec());
+                return Ok(Visit::Stop);
+            }
+            last_key = Some(key.to_vec());
+            Ok(Visit::Continue)
+        })?;
+        let is_done = docs.len() < page.num_items;
+        let continue_cursor = match (is_done, last_key) {
+            (true, _) => Cursor::End.encode(),
+            (false, Some(key)) => Cursor::After(key).encode(),
+            (false, None) => Cursor::End.encode(),
+        };
+        Ok(Page {
+            page: docs,
+            is_done,
+            continue_cursor,
+        })
+    }
     /// The index ranges read so far.
     fn read_set(&self) -> ReadSet;
+    /// Decode an ID string that must belong to `table`: malformed → `InvalidId`, another table's
+    /// ID → [`StoreError::WrongTable`], unknown table → [`StoreError::UnknownTable`].
+    fn decode_id(&self, table: &str, id: &str) -> Result<DocumentId, StoreError> {
+        let expected = self
+            .table_number(table)
+            .ok_or_else(|| StoreError::UnknownTable(table.to_string()))?;
+        let decoded = DocumentId::decode(id)?;
+        if decoded.table != expected {
+            let actual = self
+                .table_name(decoded.table)
+                .unwrap_or_else(|| format!("#{}", decoded.table.0));
+            return Err(StoreError::WrongTable {
+                id: id.to_string(),
+                expected: table.to_string(),
+                actual,
+            });
+        }
+        Ok(decoded)
+    }
 }
 
-/// A consistent snapshot for queries. Dropping it ends the read transaction.
+/// What one transaction has read: its read set and the counters behind the read caps.
+#[derive(Default)]
+pub(crate) struct ReadTracker {
+    read_set: RefCell<ReadSet>,
+    docs_scanned: Cell<usize>,
+    bytes_read: Cell<usize>,
+    index_ranges: Cell<usize>,
+}
+
+impl ReadTracker {
+    fn count_doc(&self, bytes: usize) -> Result<(), StoreError> {
+        let docs = self.docs_scanned.get() + 1;
+        let total = self.bytes_read.get() + bytes;
+        self.docs_scanned.set(docs);
+        self.bytes_read.set(total);
+        if docs > caps::MAX_DOCS_SCANNED {
+            return Err(StoreError::TransactionLimit(format!(
+                "this transaction read more than {} documents; use an index range or paginate to read fewer",
+                caps::MAX_DOCS_SCANNED
+            )));
+        }
+        if total > caps::MAX_BYTES_READ {
+            return Err(StoreError::TransactionLimit(format!(
+                "this transaction read more than {} bytes; use an index range or paginate to read less",
+                caps::MAX_BYTES_READ
+            )));
+        }
+        Ok(())
+    }
+    fn count_range(&self) -> Result<(), StoreError> {
+        let n = self.index_ranges.get() + 1;
+        self.index_ranges.set(n);
+        if n > caps::MAX_INDEX_RANGES {
+            return Err(StoreError::TransactionLimit(format!(
+                "this transaction queried more than {} index ranges",
+                caps::MAX_INDEX_RANGES
+            )));
+        }
+        Ok(())
+    }
+    fn record(&self, range: ReadRange) {
+        self.read_set.borrow_mut().ranges.push(range);
+    }
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Storage(e.to_string())
+}
+
+/// Point read by primary key, without recording or counting (writes use it to find the old row).
+fn load(conn: &Connection, id: &DocumentId) -> Result<Option<(f64, Vec<u8>)>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT creation_time, body FROM documents WHERE id = ?1")?;
+    Ok(stmt
+        .query_row(params![id_key(id)], |r| {
+            Ok((r.get::<_, f64>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })
+        .optional()?)
+}
+
+fn get_impl(
+    conn: &Connection,
+    catalog: &Catalog,
+    tracker: &ReadTracker,
+    id: DocumentId,
+) -> Result<Option<Document>, StoreError> {
+    let Some(table) = catalog.table_by_number(id.table) else {
+        return Ok(None);
+    };
+    let key = id_key(&id);
+    let mut end = key.clone();
+    end.push(0);
+    tracker.record(ReadRange {
+        index: table.by_id.id,
+        start: key,
+        end: Some(end),
+    });
+    let Some((creation_time, body)) = load(conn, &id)? else {
+        return Ok(None);
+    };
+    tracker.count_doc(body.len())?;
+    Ok(Some(Document {
+        id,
+        creation_time,
+        fields: decode_fields(&body).map_err(corrupt)?,
+    }))
+}
+
+fn scan_sql(kind: IndexKind, bounded: bool, order: Order) -> &'static str {
+    // CROSS JOIN pins the index entries as the outer loop, so rows come out in key order
+    // straight from the B-tree and stepping stops reading as soon as the caller stops.
+    match (kind, bounded, order) {
+        (IndexKind::Entries, true, Order::Asc) => "SELECT e.key, e.doc_id, d.creation_time, d.body FROM index_entries e CROSS JOIN documents d ON d.id = e.doc_id WHERE e.index_id = ?1 AND e.key >= ?2 AND e.key < ?3 ORDER BY e.key ASC",
+        (IndexKind::Entries, true, Order::Desc) => "SELECT e.key, e.doc_id, d.creation_time, d.body FROM index_entries e CROSS JOIN documents d ON d.id = e.doc_id WHERE e.index_id = ?1 AND e.key >= ?2 AND e.key < ?3 ORDER BY e.key DESC",
+        (IndexKind::Entries, false, Order::Asc) => "SELECT e.key, e.doc_id, d.creation_time, d.body FROM index_entries e CROSS JOIN documents d ON d.id = e.doc_id WHERE e.index_id = ?1 AND e.key >= ?2 ORDER BY e.key ASC",
+        (IndexKind::Entries, false, Order::Desc) => "SELECT e.key, e.doc_id, d.creation_time, d.body FROM index_entries e CROSS JOIN documents d ON d.id = e.doc_id WHERE e.index_id = ?1 AND e.key >= ?2 ORDER BY e.key DESC",
+        // `by_id` ranges are always bounded by the table's id prefix.
+        (IndexKind::ById, _, Order::Asc) => "SELECT d.id, d.id, d.creation_time, d.body FROM documents d WHERE ?1 IS NOT NULL AND d.id >= ?2 AND d.id < ?3 ORDER BY d.id ASC",
+        (IndexKind::ById, _, Order::Desc) => "SELECT d.id, d.id, d.creation_time, d.body FROM documents d WHERE ?1 IS NOT NULL AND d.id >= ?2 AND d.id < ?3 ORDER BY d.id DESC",
+    }
+}
+
+fn scan_impl(
+    conn: &Connection,
+    catalog: &Catalog,
+    tracker: &ReadTracker,
+    query: &IndexQuery,
+    resume_after: Option<&[u8]>,
+    visit: &mut dyn FnMut(&[u8], Document) -> Result<Visit, StoreError>,
+) -> Result<(), StoreError> {
+    let mut plan = plan(catalog, query)?;
+    tracker.count_range()?;
+    if let Some(after) = resume_after {
+        match plan.order {
+            Order::Asc => {
+                // The smallest key greater than `after` is `after` followed by a zero byte.
+                let mut next = after.to_vec();
+                next.push(0);
+                plan.start = plan.start.max(next);
+            }
+            Order::Desc => {
+                plan.end = Some(match plan.end {
+                    Some(end) => end.min(after.to_vec()),
+                    None => after.to_vec(),
+                });
+            }
+        }
+    }
+    if plan.is_empty() {
+        tracker.record(ReadRange {
+            index: plan.index_id,
+            start: plan.start,
+            end: plan.end,
+        });
+        return Ok(());
+    }
+    let sql = scan_sql(plan.kind, plan.end.is_some(), plan.order);
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = match &plan.end {
+        Some(end) => stmt.query(params![plan.index_id, plan.start, end])?,
+        None => stmt.query(params![plan.index_id, plan.start])?,
+    };
+    let mut stopped_at: Option<Vec<u8>> = None;
+    let mut outcome = Ok(());
+    while let Some(row) = rows.next()? {
+        let key: Vec<u8> = row.get(0)?;
+        let id_bytes: Vec<u8> = row.get(1)?;
+        let creation_time: f64 = row.get(2)?;
+        let body = row.get_ref(3)?.as_blob().map_err(corrupt)?;
+        let id =
+            id_from_key(&id_bytes).ok_or_else(|| corrupt("malformed document id in storage"))?;
+        if let Err(e) = tracker.count_doc(body.len()) {
+            outcome = Err(e);
+            stopped_at = Some(key);
+            break;
+        }
+        let doc = Document {
+            id,
+            creation_time,
+            fields: decode_fields(body).map_err(corrupt)?,
+        };
+        match visit(&key, doc) {
+            Ok(Visit::Continue) => {}
+            Ok(Visit::Stop) => {
+                stopped_at = Some(key);
+                break;
+            }
+            Err(e) => {
+                outcome = Err(e);
+                stopped_at = Some(key);
+                break;
+            }
+        }
+    }
+    // Record only what was actually covered: a live query that stopped early does not depend
+    // on entries past the last one it saw.
+    let range = match (stopped_at, plan.order) {
+        (None, _) => ReadRange {
+            index: plan.index_id,
+            start: plan.start,
+            end: plan.end,
+        },
+        (Some(mut last), Order::Asc) => {
+            last.push(0);
+            ReadRange {
+                index: plan.index_id,
+                start: plan.start,
+                end: Some(last),
+            }
+        }
+        (Some(last), Order::Desc) => ReadRange {
+            index: plan.index_id,
+            start: last,
+            end: plan.end,
+        },
+    };
+    tracker.record(range);
+    outcome
+}
+
+/// A consistent snapshot for queries. Dropping it ends the read transaction and returns the
+/// connection to the pool. `Send` but not `Sync`: use it from one thread at a time.
 pub struct ReadTxn {
-    _private: (),
+    conn: Option<Connection>,
+    pool: Arc<ReaderPool>,
+    catalog: Arc<Catalog>,
+    ts: Timestamp,
+    tracker: ReadTracker,
+}
+
+impl ReadTxn {
+    pub(crate) fn begin(
+        conn: Connection,
+        pool: Arc<ReaderPool>,
+        catalog: Arc<Catalog>,
+    ) -> Result<ReadTxn, StoreError> {
+        // BEGIN alone takes no snapshot; the first read does, so read the commit ts right away.
+        let started = conn
+            .execute_batch("BEGIN")
+            .map_err(StoreError::from)
+            .and_then(|_| crate::store::read_last_ts(&conn));
+        match started {
+            Ok(ts) => Ok(ReadTxn {
+                conn: Some(conn),
+                pool,
+                catalog,
+                ts,
+                tracker: ReadTracker::default(),
+            }),
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                pool.put(conn);
+                Err(e)
+            }
+        }
+    }
+    fn conn(&self) -> &Connection {
+        self.conn.as_ref().expect("connection present until drop")
+    }
+}
+
+impl Drop for ReadTxn {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            // A read transaction has nothing to commit; ending it releases the WAL snapshot.
+            let _ = conn.execute_batch("COMMIT");
+            self.pool.put(conn);
+        }
+    }
+}
+
+impl DocReader for ReadTxn {
+    fn ts(&self) -> Timestamp {
+        self.ts
+    }
+    fn table_number(&self, table: &str) -> Option<TableNumber> {
+        self.catalog.table(table).map(|t| t.number)
+    }
+    fn table_name(&self, number: TableNumber) -> Option<String> {
+        self.catalog
+            .table_by_number(number)
+            .map(|t| t.def.name.clone())
+    }
+    fn get(&self, id: DocumentId) -> Result<Option<Document>, StoreError> {
+        get_impl(self.conn(), &self.catalog, &self.tracker, id)
+    }
+    fn scan(
+        &self,
+        query: &IndexQuery,
+        resume_after: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], Document) -> Result<Visit, StoreError>,
+    ) -> Result<(), StoreError> {
+        scan_impl(
+            self.conn(),
+            &self.catalog,
+            &self.tracker,
+            query,
+            resume_after,
+            visit,
+        )
+    }
+    fn read_set(&self) -> ReadSet {
+        self.tracker.read_set.borrow().clone()
+    }
 }
 
 /// The writer's transaction, handed to a job on the writer thread.
 pub struct WriteTxn<'a> {
-    _private: std::marker::PhantomData<&'a ()>,
+    conn: &'a Connection,
+    catalog: &'a Catalog,
+    clock: &'a mut CreationClock,
+    ts: Timestamp,
+    tracker: ReadTracker,
+    writes: WriteSet,
+    docs_written: usize,
+    bytes_written: usize,
 }
 
 impl<'a> WriteTxn<'a> {
+    pub(crate) fn new(
+        conn: &'a Connection,
+        catalog: &'a Catalog,
+        clock: &'a mut CreationClock,
+        ts: Timestamp,
+    ) -> WriteTxn<'a> {
+        WriteTxn {
+            conn,
+            catalog,
+            clock,
+            ts,
+            tracker: ReadTracker::default(),
+            writes: WriteSet::default(),
+            docs_written: 0,
+            bytes_written: 0,
+        }
+    }
+
+    pub(crate) fn into_writes(self) -> WriteSet {
+        self.writes
+    }
+
+    /// The keys this transaction has written so far.
+    pub fn write_set(&self) -> &WriteSet {
+        &self.writes
+    }
+
     /// Insert a document (validated against the schema and the limits); returns its new ID.
-    pub fn insert(&mut self, _table: &str, _fields: Object) -> Result<DocumentId, StoreError> {
-        todo!()
+    pub fn insert(&mut self, table: &str, fields: Object) -> Result<DocumentId, StoreError> {
+        let info = self
+            .catalog
+            .table(table)
+            .ok_or_else(|| StoreError::UnknownTable(table.to_string()))?
+            .clone();
+        let body = self.check_write(&info, &fields)?;
+        let id = DocumentId::new_random(info.number, crate::store::now_unix_ms());
+        let creation_time = self.clock.next();
+        self.conn
+            .prepare_cached("INSERT INTO documents (id, creation_time, body) VALUES (?1, ?2, ?3)")?
+            .execute(params![id_key(&id), creation_time, body])?;
+        let id_value = Value::String(id.encode());
+        for index in info.all_indexes() {
+            let key = index.key_of(&id, &id_value, creation_time, &fields);
+            if index.kind == IndexKind::Entries {
+                self.insert_entry(index.id, &key, &id)?;
+            }
+            self.writes.keys.push(WrittenKey {
+                index: index.id,
+                key,
+            });
+        }
+        Ok(id)
     }
+
     /// Shallow merge: `Some(v)` sets a field, `None` removes it. System fields may not be changed.
-    pub fn patch(&mut self, _id: DocumentId, _fields: Vec<(String, Option<Value>)>) -> Result<(), StoreError> {
-        todo!()
+    pub fn patch(
+        &mut self,
+        id: DocumentId,
+        fields: Vec<(String, Option<Value>)>,
+    ) -> Result<(), StoreError> {
+        let (info, creation_time, mut body) = self
+            .load_for_write(id)
+            .map_err(|e| e.unwrap_or(StoreError::PatchMissing(id)))?;
+        let old = body.clone();
+        for (name, value) in fields {
+            match value {
+                Some(v) => {
+                    body.insert(name, v);
+                }
+                None => {
+                    body.remove(&name);
+                }
+            }
+        }
+        self.rewrite(&info, id, creation_time, &old, &body)
     }
+
     /// Replace the whole body, keeping `_id` and `_creationTime`.
-    pub fn replace(&mut self, _id: DocumentId, _fields: Object) -> Result<(), StoreError> {
-        todo!()
+    pub fn replace(&mut self, id: DocumentId, fields: Object) -> Result<(), StoreError> {
+        let (info, creation_time, old) = self
+            .load_for_write(id)
+            .map_err(|e| e.unwrap_or(StoreError::ReplaceMissing(id)))?;
+        self.rewrite(&info, id, creation_time, &old, &fields)
     }
-    pub fn delete(&mut self, _id: DocumentId) -> Result<(), StoreError> {
-        todo!()
+
+    pub fn delete(&mut self, id: DocumentId) -> Result<(), StoreError> {
+        let (info, creation_time, old) = self
+            .load_for_write(id)
+            .map_err(|e| e.unwrap_or(StoreError::DeleteMissing(id)))?;
+        self.count_write(0)?;
+        self.conn
+            .prepare_cached("DELETE FROM documents WHERE id = ?1")?
+            .execute(params![id_key(&id)])?;
+        let id_value = Value::String(id.encode());
+        for index in info.all_indexes() {
+            let key = index.key_of(&id, &id_value, creation_time, &old);
+            if index.kind == IndexKind::Entries {
+                self.delete_entry(index.id, &key)?;
+            }
+            self.writes.keys.push(WrittenKey {
+                index: index.id,
+                key,
+            });
+        }
+        Ok(())
+    }
+
+    /// `Err(None)` when the document does not exist (the caller names the operation).
+    fn load_for_write(
+        &mut self,
+        id: DocumentId,
+    ) -> Result<(Arc<TableInfo>, f64, Object), Option<StoreError>> {
+        let Some(info) = self.catalog.table_by_number(id.table).cloned() else {
+            return Err(None);
+        };
+        let Some((creation_time, body)) = load(self.conn, &id).map_err(Some)? else {
+            return Err(None);
+        };
+        let fields = decode_fields(&body).map_err(|e| Some(corrupt(e)))?;
+        Ok((info, creation_time, fields))
+    }
+
+    fn rewrite(
+        &mut self,
+        info: &TableInfo,
+        id: DocumentId,
+        creation_time: f64,
+        old: &Object,
+        new: &Object,
+    ) -> Result<(), StoreError> {
+        let body = self.check_write(info, new)?;
+        self.conn
+            .prepare_cached("UPDATE documents SET body = ?2 WHERE id = ?1")?
+            .execute(params![id_key(&id), body])?;
+        let id_value = Value::String(id.encode());
+        for index in info.all_indexes() {
+            let old_key = index.key_of(&id, &id_value, creation_time, old);
+            let new_key = index.key_of(&id, &id_value, creation_time, new);
+            if old_key != new_key {
+                if index.kind == IndexKind::Entries {
+                    self.delete_entry(index.id, &old_key)?;
+                    self.insert_entry(index.id, &new_key, &id)?;
+                }
+                self.writes.keys.push(WrittenKey {
+                    index: index.id,
+                    key: old_key,
+                });
+            }
+            // Even an unchanged key is reported: the document stored under it changed.
+            self.writes.keys.push(WrittenKey {
+                index: index.id,
+                key: new_key,
+            });
+        }
+        Ok(())
+    }
+
+    /// Limits, schema, and the write caps; returns the encoded body.
+    fn check_write(&mut self, info: &TableInfo, fields: &Object) -> Result<Vec<u8>, StoreError> {
+        check_document(fields)?;
+        if info.def.validate {
+            Validator::check_object(fields, &info.def.fields, self.catalog).map_err(|reason| {
+                StoreError::SchemaMismatch {
+                    table: info.def.name.clone(),
+                    reason,
+                }
+            })?;
+        }
+        let body = encode_fields(fields);
+        self.count_write(body.len())?;
+        Ok(body)
+    }
+
+    fn count_write(&mut self, bytes: usize) -> Result<(), StoreError> {
+        if self.docs_written + 1 > caps::MAX_DOCS_WRITTEN {
+            return Err(StoreError::TransactionLimit(format!(
+                "this transaction wrote more than {} documents; split the work across several mutations",
+                caps::MAX_DOCS_WRITTEN
+            )));
+        }
+        if self.bytes_written + bytes > caps::MAX_BYTES_WRITTEN {
+            return Err(StoreError::TransactionLimit(format!(
+                "this transaction wrote more than {} bytes; split the work across several mutations",
+                caps::MAX_BYTES_WRITTEN
+            )));
+        }
+        self.docs_written += 1;
+        self.bytes_written += bytes;
+        Ok(())
+    }
+
+    fn insert_entry(&self, index: u32, key: &[u8], id: &DocumentId) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO index_entries (index_id, key, doc_id) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![index, key, id_key(id)])?;
+        Ok(())
+    }
+
+    fn delete_entry(&self, index: u32, key: &[u8]) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM index_entries WHERE index_id = ?1 AND key = ?2")?
+            .execute(params![index, key])?;
+        Ok(())
+    }
+}
+
+impl DocReader for WriteTxn<'_> {
+    fn ts(&self) -> Timestamp {
+        self.ts
+    }
+    fn table_number(&self, table: &str) -> Option<TableNumber> {
+        self.catalog.table(table).map(|t| t.number)
+    }
+    fn table_name(&self, number: TableNumber) -> Option<String> {
+        self.catalog
+            .table_by_number(number)
+            .map(|t| t.def.name.clone())
+    }
+    fn get(&self, id: DocumentId) -> Result<Option<Document>, StoreError> {
+        get_impl(self.conn, self.catalog, &self.tracker, id)
+    }
+    fn scan(
+        &self,
+        query: &IndexQuery,
+        resume_after: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], Document) -> Result<Visit, StoreError>,
+    ) -> Result<(), StoreError> {
+        scan_impl(
+            self.conn,
+            self.catalog,
+            &self.tracker,
+            query,
+            resume_after,
+            visit,
+        )
+    }
+    fn read_set(&self) -> ReadSet {
+        self.tracker.read_set.borrow().clone()
     }
 }
