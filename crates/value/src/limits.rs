@@ -194,3 +194,110 @@ fn check_nested(v: &Value, level: usize, max_depth: usize) -> Result<usize, Limi
         _ => Ok(0),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Object;
+
+    fn nest_objects(levels: usize) -> Object {
+        // `levels` object levels counting the document itself.
+        let mut inner = Value::Int64(1);
+        for _ in 1..levels {
+            inner = Value::Object([("a".to_string(), inner)].into_iter().collect());
+        }
+        [("a".to_string(), inner)].into_iter().collect()
+    }
+
+    fn doc(pairs: Vec<(&str, Value)>) -> Object {
+        pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    }
+
+    #[test]
+    fn depth_definition() {
+        assert_eq!(depth_of(&Value::Null), 0);
+        assert_eq!(depth_of(&Value::Array(vec![])), 1);
+        assert_eq!(depth_of(&Value::Object(nest_objects(16))), 16);
+        assert_eq!(check_document(&nest_objects(16)), Ok(()));
+        assert_eq!(
+            check_document(&nest_objects(17)),
+            Err(LimitError::TooNested { depth: 17, max: 16 })
+        );
+        // Arrays count as levels too.
+        let mut arr = Value::Null;
+        for _ in 0..16 {
+            arr = Value::Array(vec![arr]);
+        }
+        assert!(matches!(
+            check_document(&doc(vec![("x", arr)])),
+            Err(LimitError::TooNested { .. })
+        ));
+    }
+
+    #[test]
+    fn size_cap() {
+        let big = doc(vec![("blob", Value::Bytes(vec![0; 1_100_000]))]);
+        assert!(matches!(
+            check_document(&big),
+            Err(LimitError::TooLarge {
+                max: MAX_DOCUMENT_BYTES,
+                ..
+            })
+        ));
+        let fine = doc(vec![("blob", Value::Bytes(vec![0; 1_000_000]))]);
+        assert_eq!(check_document(&fine), Ok(()));
+        assert_eq!(size_of(&Value::from("abc")), 5);
+        assert_eq!(
+            size_of(&Value::Object(doc(vec![("ab", Value::Int64(1))]))),
+            2 + 3 + 9
+        );
+    }
+
+    #[test]
+    fn field_names() {
+        let bad = |pairs| check_document(&doc(pairs)).unwrap_err().to_string();
+        assert_eq!(
+            bad(vec![("_secret", Value::Null)]),
+            "Invalid field name \"_secret\": top-level field names may not start with '_' (reserved for system fields)"
+        );
+        assert!(bad(vec![("$x", Value::Null)]).contains("may not start with '$'"));
+        let nested_dollar = doc(vec![("ok", Value::Object(doc(vec![("$x", Value::Null)])))]);
+        assert!(check_document(&nested_dollar)
+            .unwrap_err()
+            .to_string()
+            .contains("'$'"));
+        // `_` is fine below the top level.
+        assert_eq!(
+            check_document(&doc(vec![(
+                "ok",
+                Value::Object(doc(vec![("_x", Value::Null)]))
+            )])),
+            Ok(())
+        );
+        assert!(bad(vec![("tab\there", Value::Null)]).contains("printable ASCII"));
+        assert!(bad(vec![("é", Value::Null)]).contains("printable ASCII"));
+        let long = "x".repeat(1025);
+        assert!(bad(vec![(long.as_str(), Value::Null)]).contains("1024"));
+    }
+
+    #[test]
+    fn counts() {
+        let many: Object = (0..1025).map(|i| (format!("f{i}"), Value::Null)).collect();
+        assert_eq!(
+            check_document(&many),
+            Err(LimitError::TooManyFields {
+                len: 1025,
+                max: 1024
+            })
+        );
+        let long = doc(vec![("xs", Value::Array(vec![Value::Null; 8193]))]);
+        assert_eq!(
+            check_document(&long),
+            Err(LimitError::ArrayTooLong {
+                len: 8193,
+                max: 8192
+            })
+        );
+        assert_eq!(check_value(&Value::Array(vec![Value::Null; 8192])), Ok(()));
+    }
+}

@@ -103,7 +103,23 @@ fn no_match(value: &Value, validator: &Validator, path: &str) -> ValidationError
 }
 
 fn object_validator_text(shape: &BTreeMap<String, Validator>) -> String {
-    let fields: Vec<String> = shape.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    // Names that are not identifiers are quoted so the text parses back.
+    let is_ident = |k: &str| {
+        k.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let fields: Vec<String> = shape
+        .iter()
+        .map(|(k, v)| {
+            if is_ident(k) {
+                format!("{k}: {v}")
+            } else {
+                format!("{}: {v}", quote(k))
+            }
+        })
+        .collect();
     format!("v.object({{{}}})", fields.join(", "))
 }
 
@@ -568,5 +584,279 @@ pub mod v {
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::v;
+    use super::*;
+
+    fn tables() -> BTreeMap<String, TableNumber> {
+        [
+            ("users".to_string(), TableNumber(10001)),
+            ("events".to_string(), TableNumber(10002)),
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    fn obj(pairs: Vec<(&str, Value)>) -> Value {
+        Value::Object(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    }
+
+    /// One helper for all message tests: `expected` None means the value must pass.
+    fn check(validator: &Validator, value: Value, expected: Option<&str>) {
+        let got = validator
+            .check(&value, &tables())
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            got.as_deref(),
+            expected,
+            "validator {validator}, value {value}"
+        );
+    }
+
+    fn user() -> Validator {
+        v::object([
+            ("name", v::string()),
+            ("age", v::optional(v::number())),
+            ("tags", v::array(v::string())),
+        ])
+    }
+
+    #[test]
+    fn scalars_and_int_float_distinction() {
+        check(&v::number(), Value::Float64(1.0), None);
+        check(&v::int64(), Value::Int64(1), None);
+        check(
+            &v::number(),
+            Value::Int64(1),
+            Some("Value does not match validator.\n\nValue: 1\nValidator: v.float64()"),
+        );
+        check(
+            &v::int64(),
+            Value::Float64(1.0),
+            Some("Value does not match validator.\n\nValue: 1.0\nValidator: v.int64()"),
+        );
+        check(&v::any(), Value::Bytes(vec![1]), None);
+        check(&v::nullable(v::string()), Value::Null, None);
+        check(
+            &v::nullable(v::string()),
+            Value::Boolean(true),
+            Some("Value does not match validator.\n\nValue: true\nValidator: v.union(v.string(), v.null())"),
+        );
+    }
+
+    #[test]
+    fn literals() {
+        check(&v::literal("a"), Value::from("a"), None);
+        check(&v::literal(3i64), Value::Int64(3), None);
+        check(
+            &v::literal(3i64),
+            Value::Float64(3.0),
+            Some("`3.0` does not match literal validator `v.literal(3n)`."),
+        );
+        check(
+            &v::literal("a"),
+            Value::from("b"),
+            Some("`\"b\"` does not match literal validator `v.literal(\"a\")`."),
+        );
+    }
+
+    #[test]
+    fn objects_missing_extra_and_paths() {
+        check(
+            &user(),
+            obj(vec![("name", "ada".into()), ("tags", Value::Array(vec![]))]),
+            None,
+        );
+        check(
+            &user(),
+            obj(vec![("tags", Value::Array(vec![]))]),
+            Some(
+                "Object is missing the required field `name`. Consider wrapping the field validator in \
+                 `v.optional(...)` if this is expected.\n\nObject: {tags: []}\nValidator: v.object({age: \
+                 v.optional(v.float64()), name: v.string(), tags: v.array(v.string())})",
+            ),
+        );
+        let extra = user()
+            .check(
+                &obj(vec![
+                    ("name", "a".into()),
+                    ("tags", Value::Array(vec![])),
+                    ("foo", Value::Int64(1)),
+                ]),
+                &tables(),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            extra.starts_with(
+                "Object contains extra field `foo` that is not in the validator.\n\nObject: "
+            ),
+            "{extra}"
+        );
+        check(
+            &user(),
+            obj(vec![("name", "a".into()), ("tags", Value::Array(vec!["x".into(), Value::Float64(3.0)]))]),
+            Some("Value does not match validator.\nPath: .tags[1]\nValue: 3.0\nValidator: v.string()"),
+        );
+        let deep = v::object([(
+            "a",
+            v::object([("b", v::array(v::object([("c", v::int64())])))]),
+        )]);
+        let value = obj(vec![(
+            "a",
+            obj(vec![(
+                "b",
+                Value::Array(vec![
+                    obj(vec![("c", Value::Int64(1))]),
+                    obj(vec![("c", "x".into())]),
+                ]),
+            )]),
+        )]);
+        let err = deep.check(&value, &tables()).unwrap_err().to_string();
+        assert!(err.contains("\nPath: .a.b[1].c\n"), "{err}");
+        // A nested missing field carries the path of the object.
+        let err = deep
+            .check(&obj(vec![("a", obj(vec![]))]), &tables())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("required field `b`") && err.contains("\nPath: .a\n"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn check_object_top_level() {
+        let shape: BTreeMap<String, Validator> = [
+            ("userId".to_string(), v::id("users")),
+            ("note".to_string(), v::optional(v::string())),
+        ]
+        .into_iter()
+        .collect();
+        let id = DocumentId::new_random(TableNumber(10001), 0).encode();
+        let fields: Object = [("userId".to_string(), Value::String(id))]
+            .into_iter()
+            .collect();
+        assert_eq!(Validator::check_object(&fields, &shape, &tables()), Ok(()));
+        let err = Validator::check_object(&Object::new(), &shape, &tables())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("Object is missing the required field `userId`."),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn records() {
+        let r = v::record(v::string(), v::number());
+        check(&r, obj(vec![("a", Value::Float64(1.0))]), None);
+        let err = r
+            .check(&obj(vec![("a", "x".into())]), &tables())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Path: .values()"), "{err}");
+        let ids = v::record(v::id("users"), v::boolean());
+        let err = ids
+            .check(&obj(vec![("notAnId", Value::Boolean(true))]), &tables())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Path: .keys()"), "{err}");
+    }
+
+    #[test]
+    fn ids_check_the_table() {
+        let user_id = DocumentId::new_random(TableNumber(10001), 0).encode();
+        let event_id = DocumentId::new_random(TableNumber(10002), 0).encode();
+        check(&v::id("users"), Value::String(user_id.clone()), None);
+        check(
+            &v::id("users"),
+            Value::String(event_id.clone()),
+            Some(&format!(
+                "Found ID \"{event_id}\" from table `events`, which does not match the table name in validator `v.id(\"users\")`."
+            )),
+        );
+        check(
+            &v::id("users"),
+            Value::from("notanid"),
+            Some(
+                "Value does not match validator.\n\nValue: \"notanid\"\nValidator: v.id(\"users\")",
+            ),
+        );
+        // A table the resolver does not know: no ID can belong to it.
+        assert!(v::id("ghosts")
+            .check(&Value::String(user_id), &tables())
+            .is_err());
+    }
+
+    #[test]
+    fn parse_text_forms() {
+        let cases: Vec<(&str, Validator)> = vec![
+            ("string", v::string()),
+            ("number", v::number()),
+            ("float64", v::float64()),
+            ("int64", v::int64()),
+            ("boolean", v::boolean()),
+            ("null", v::null()),
+            ("bytes", v::bytes()),
+            ("any", v::any()),
+            ("id(\"events\")", v::id("events")),
+            ("literal(\"valid\")", v::literal("valid")),
+            ("literal(3)", v::literal(3.0)),
+            ("literal(-2.5)", v::literal(-2.5)),
+            ("literal(3n)", v::literal(3i64)),
+            ("literal(true)", v::literal(true)),
+            ("array(string)", v::array(v::string())),
+            (
+                "object({ a: string, b: optional(int64), })",
+                v::object([("a", v::string()), ("b", v::optional(v::int64()))]),
+            ),
+            ("object({})", v::object([])),
+            ("record(string, number)", v::record(v::string(), v::number())),
+            ("union(literal(\"a\"), literal('b'), null)", v::union([v::literal("a"), v::literal("b"), v::null()])),
+            ("nullable(id(\"users\"))", v::nullable(v::id("users"))),
+            (
+                "v.object({ name: v.string(), tags: v.array(v.string()), \"x-y\": v.optional(v.any()) })",
+                v::object([("name", v::string()), ("tags", v::array(v::string())), ("x-y", v::optional(v::any()))]),
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(Validator::parse(text), Ok(expected.clone()), "{text}");
+            // describe() output parses back to the same validator.
+            assert_eq!(
+                Validator::parse(&expected.describe()),
+                Ok(expected.clone()),
+                "{}",
+                expected.describe()
+            );
+        }
+        assert_eq!(
+            v::optional(v::string()).describe(),
+            "v.optional(v.string())"
+        );
+    }
+
+    #[test]
+    fn parse_errors_say_where() {
+        let err = |t: &str| Validator::parse(t).unwrap_err().to_string();
+        assert_eq!(
+            err("strin"),
+            "Invalid validator `strin`: unknown validator `strin` at column 1 (found `s`)"
+        );
+        assert_eq!(err("array(string"), "Invalid validator `array(string`: expected `)` at column 13 (found the end of the text)");
+        assert!(
+            err("object({ a string })").contains("expected `:` at column 12"),
+            "{}",
+            err("object({ a string })")
+        );
+        assert!(err("string)").contains("unexpected text after the validator at column 7"));
+        assert!(err("id(events)").contains("expected a quoted string at column 4"));
+        assert!(err("object({a: string, a: int64})").contains("appears twice"));
+        assert!(err("").contains("expected a validator at column 1"));
     }
 }
