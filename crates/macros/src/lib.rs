@@ -64,13 +64,19 @@
 
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::{parse_macro_input, Attribute, Data, DeriveInput, Fields, GenericArgument, LitStr, PathArguments, Token, Type};
+use syn::{
+    parse_macro_input, Attribute, Data, DeriveInput, Fields, GenericArgument, LitStr,
+    PathArguments, Token, Type,
+};
 
 #[proc_macro_derive(Args, attributes(arg))]
 pub fn derive_args(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    expand(&input).unwrap_or_else(syn::Error::into_compile_error).into()
+    expand(&input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
 }
 
 fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
@@ -98,9 +104,14 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             continue;
         }
         let ident = field.ident.as_ref().expect("named field");
-        let name = serde.rename.unwrap_or_else(|| rule.apply(&ident.unraw_string()));
+        let name = serde
+            .rename
+            .unwrap_or_else(|| rule.apply(&ident.unraw().to_string()));
         if !seen.insert(name.clone()) {
-            return Err(syn::Error::new(ident.span(), format!("two fields are both named `{name}` in the arguments object")));
+            return Err(syn::Error::new(
+                ident.span(),
+                format!("two fields are both named `{name}` in the arguments object"),
+            ));
         }
         let leaf = Leaf::parse(&field.attrs)?;
         let mut validator = validator_for(&field.ty, &leaf, Position::Field)?;
@@ -125,7 +136,7 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
 }
 
 /// Whether an `Option` sits directly on a field (absent allowed) or inside another type (null allowed).
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Position {
     Field,
     Nested,
@@ -175,7 +186,12 @@ fn validator_for(ty: &Type, leaf: &Leaf, position: Position) -> syn::Result<Toke
         Type::Paren(p) => return validator_for(&p.elem, leaf, position),
         Type::Group(g) => return validator_for(&g.elem, leaf, position),
         Type::Path(p) if p.qself.is_none() => &p.path,
-        other => return Err(syn::Error::new(other.span(), "#[derive(Args)] cannot map this type to a validator")),
+        other => {
+            return Err(syn::Error::new(
+                other.span(),
+                "#[derive(Args)] cannot map this type to a validator; use a named struct that implements Args",
+            ))
+        }
     };
     let segment = path.segments.last().expect("a path has a segment");
     let name = segment.ident.to_string();
@@ -186,18 +202,27 @@ fn validator_for(ty: &Type, leaf: &Leaf, position: Position) -> syn::Result<Toke
         ("Option", [inner]) => {
             let inner = validator_for(inner, leaf, Position::Nested)?;
             Some(match position {
-                Position::Field => { let inner = boxed(inner); quote!(#v::Optional(#inner)) }
+                Position::Field => {
+                    let inner = boxed(inner);
+                    quote!(#v::Optional(#inner))
+                }
                 Position::Nested => quote!(#v::Union(::std::vec![#inner, #v::Null])),
             })
         }
         ("Box", [inner]) => Some(validator_for(inner, leaf, position)?),
         ("Vec", [inner]) if matches!(leaf, Leaf::Bytes) => {
             if !is_named(inner, "u8") {
-                return Err(syn::Error::new(inner.span(), "#[arg(bytes)] needs `Vec<u8>`"));
+                return Err(syn::Error::new(
+                    inner.span(),
+                    "#[arg(bytes)] needs `Vec<u8>`",
+                ));
             }
             Some(quote!(#v::Bytes))
         }
-        ("Vec", [inner]) => { let inner = boxed(validator_for(inner, leaf, Position::Nested)?); Some(quote!(#v::Array(#inner))) }
+        ("Vec", [inner]) => {
+            let inner = boxed(validator_for(inner, leaf, Position::Nested)?);
+            Some(quote!(#v::Array(#inner)))
+        }
         ("BTreeMap" | "HashMap", [key, value]) => {
             let key = boxed(validator_for(key, &Leaf::Inferred, Position::Nested)?);
             let value = boxed(validator_for(value, leaf, Position::Nested)?);
@@ -209,7 +234,12 @@ fn validator_for(ty: &Type, leaf: &Leaf, position: Position) -> syn::Result<Toke
         return Ok(tokens);
     }
     let is_string = matches!(name.as_str(), "String" | "str");
-    let needs = |what: &str| Err(syn::Error::new(ty.span(), format!("{what} must be on a `String` field (or Option/Vec of one)")));
+    let needs = |what: &str| {
+        Err(syn::Error::new(
+            ty.span(),
+            format!("{what} must be on a `String` field (or Option/Vec of one)"),
+        ))
+    };
     match leaf {
         Leaf::Bytes => return Err(syn::Error::new(ty.span(), "#[arg(bytes)] needs `Vec<u8>`")),
         Leaf::Id(_) | Leaf::OneOf(_) if !is_string => return needs("#[arg(id)]/#[arg(one_of)]"),
@@ -228,16 +258,22 @@ fn validator_for(ty: &Type, leaf: &Leaf, position: Position) -> syn::Result<Toke
         "bool" => quote!(#v::Boolean),
         "Value" => quote!(#v::Any),
         // Anything else must implement Args itself; spanned so a missing impl points at the field type.
-        _ => quote_spanned!(ty.span()=> <#ty as ::tickethub_runtime::Args>::validator().unwrap_or(#v::Any)),
+        _ => {
+            quote_spanned!(ty.span()=> <#ty as ::tickethub_runtime::Args>::validator().unwrap_or(#v::Any))
+        }
     })
 }
 
 fn type_args(arguments: &PathArguments) -> Vec<&Type> {
     match arguments {
-        PathArguments::AngleBracketed(a) => a.args.iter().filter_map(|g| match g {
-            GenericArgument::Type(t) => Some(t),
-            _ => None,
-        }).collect(),
+        PathArguments::AngleBracketed(a) => a
+            .args
+            .iter()
+            .filter_map(|g| match g {
+                GenericArgument::Type(t) => Some(t),
+                _ => None,
+            })
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -248,17 +284,6 @@ fn is_named(ty: &Type, name: &str) -> bool {
 
 fn is_option(ty: &Type) -> bool {
     matches!(ty, Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "Option"))
-}
-
-trait UnrawString {
-    fn unraw_string(&self) -> String;
-}
-
-impl UnrawString for syn::Ident {
-    fn unraw_string(&self) -> String {
-        let s = self.to_string();
-        s.strip_prefix("r#").map(str::to_string).unwrap_or(s)
-    }
 }
 
 /// The serde field options that change the shape of the accepted object.
@@ -281,7 +306,9 @@ impl SerdeField {
             } else if meta.path.is_ident("skip") || meta.path.is_ident("skip_deserializing") {
                 out.skip = true;
             } else if meta.path.is_ident("flatten") {
-                return Err(meta.error("#[derive(Args)] does not support #[serde(flatten)]; implement Args by hand"));
+                return Err(meta.error(
+                    "#[derive(Args)] does not support #[serde(flatten)]; implement Args by hand",
+                ));
             } else {
                 skip_option_value(&meta)?;
             }
@@ -297,8 +324,12 @@ fn container_rename_rule(attrs: &[Attribute]) -> syn::Result<RenameRule> {
         if meta.path.is_ident("rename_all") {
             let span = meta.path.span();
             let text = deserialize_name(&meta)?;
-            rule = RenameRule::from_str(&text)
-                .ok_or_else(|| syn::Error::new(span, format!("#[derive(Args)] does not know rename_all = \"{text}\"")))?;
+            rule = RenameRule::from_str(&text).ok_or_else(|| {
+                syn::Error::new(
+                    span,
+                    format!("#[derive(Args)] does not know rename_all = \"{text}\""),
+                )
+            })?;
         } else {
             skip_option_value(&meta)?;
         }
@@ -311,7 +342,10 @@ fn for_each_serde_option(
     attrs: &[Attribute],
     mut f: impl FnMut(syn::meta::ParseNestedMeta) -> syn::Result<()>,
 ) -> syn::Result<()> {
-    attrs.iter().filter(|a| a.path().is_ident("serde")).try_for_each(|a| a.parse_nested_meta(&mut f))
+    attrs
+        .iter()
+        .filter(|a| a.path().is_ident("serde"))
+        .try_for_each(|a| a.parse_nested_meta(&mut f))
 }
 
 /// `rename = "x"` or `rename(deserialize = "x", serialize = "y")`: the name used when deserializing.
@@ -372,10 +406,16 @@ impl RenameRule {
 
     fn apply(self, field: &str) -> String {
         let pascal = || {
-            field.split('_').map(|word| {
-                let mut chars = word.chars();
-                chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
-            }).collect::<String>()
+            field
+                .split('_')
+                .map(|word| {
+                    let mut chars = word.chars();
+                    chars
+                        .next()
+                        .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+                        .unwrap_or_default()
+                })
+                .collect::<String>()
         };
         match self {
             RenameRule::None | RenameRule::Lower => field.to_string(),
@@ -384,7 +424,10 @@ impl RenameRule {
             RenameRule::Camel => {
                 let p = pascal();
                 let mut chars = p.chars();
-                chars.next().map(|c| c.to_ascii_lowercase().to_string() + chars.as_str()).unwrap_or_default()
+                chars
+                    .next()
+                    .map(|c| c.to_ascii_lowercase().to_string() + chars.as_str())
+                    .unwrap_or_default()
             }
             RenameRule::Kebab => field.replace('_', "-"),
             RenameRule::ScreamingKebab => field.replace('_', "-").to_ascii_uppercase(),

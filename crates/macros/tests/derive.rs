@@ -10,7 +10,11 @@ use tickethub_value::validator::v;
 use tickethub_value::{Validator, Value};
 
 fn object(fields: &[(&str, Validator)]) -> Validator {
-    v::object(fields.iter().map(|(name, validator)| (*name, validator.clone())))
+    v::object(
+        fields
+            .iter()
+            .map(|(name, validator)| (*name, validator.clone())),
+    )
 }
 
 fn derived<T: Args>() -> Validator {
@@ -98,13 +102,17 @@ struct ScanTicket {
 
 #[test]
 fn ids_literal_unions_and_camel_case_names() {
-    let status = v::union(["valid", "used", "refunded"].map(|s| v::literal(Value::String(s.into()))));
+    let status =
+        v::union(["valid", "used", "refunded"].map(|s| v::literal(Value::String(s.into()))));
     let expected = object(&[
         ("ticketId", v::id("tickets")),
         ("eventId", v::optional(v::id("events"))),
         ("scannedBy", v::array(v::id("users"))),
         ("newStatus", status),
-        ("seatClass", v::optional(v::union([v::literal(Value::String("vip".into()))]))),
+        (
+            "seatClass",
+            v::optional(v::union([v::literal(Value::String("vip".into()))])),
+        ),
         ("gate", v::int64()),
         ("type", v::string()),
     ]);
@@ -158,7 +166,10 @@ struct HoldsOpaque {
 
 #[test]
 fn a_nested_none_validator_becomes_any() {
-    let expected = object(&[("blob", v::any()), ("blobs", v::optional(v::array(v::any())))]);
+    let expected = object(&[
+        ("blob", v::any()),
+        ("blobs", v::optional(v::array(v::any()))),
+    ]);
     assert_eq!(derived::<HoldsOpaque>(), expected);
 }
 
@@ -246,5 +257,7 @@ fn derived_types_meet_the_args_bound() {
     fn validator_of<A: Args>() -> Option<Validator> {
         A::validator()
     }
-    assert!(matches!(validator_of::<ScanTicket>(), Some(Validator::Object(fields)) if fields.len() == 7));
+    assert!(
+        matches!(validator_of::<ScanTicket>(), Some(Validator::Object(fields)) if fields.len() == 7)
+    );
 }
