@@ -457,3 +457,65 @@ mod tests {
         assert!(Value::from_export_json(&json!(u64::MAX)).is_err());
     }
 }
+
+#[cfg(test)]
+mod round_trip_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::test_support::arb_value;
+
+    /// What clean json is documented to lose: int64 → float64, bytes → base64 string,
+    /// non-finite floats → strings.
+    fn clean_normal_form(v: &Value) -> Value {
+        match v {
+            Value::Int64(x) => Value::Float64(*x as f64),
+            Value::Bytes(b) => Value::String(base64_encode(b)),
+            Value::Float64(x) if x.is_nan() => Value::from("NaN"),
+            Value::Float64(x) if x.is_infinite() => {
+                Value::from(if *x > 0.0 { "Infinity" } else { "-Infinity" })
+            }
+            Value::Array(items) => Value::Array(items.iter().map(clean_normal_form).collect()),
+            Value::Object(fields) => Value::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), clean_normal_form(v)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+
+    fn via_text(json: &Json) -> Json {
+        serde_json::from_str(&serde_json::to_string(json).unwrap()).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn convex_json_is_exact(v in arb_value()) {
+            prop_assert_eq!(Value::from_convex_json(&v.to_convex_json()).unwrap(), v.clone());
+            prop_assert_eq!(Value::from_convex_json(&via_text(&v.to_convex_json())).unwrap(), v);
+        }
+
+        #[test]
+        fn export_json_is_exact(v in arb_value()) {
+            prop_assert_eq!(Value::from_export_json(&v.to_export_json()).unwrap(), v.clone());
+            prop_assert_eq!(Value::from_export_json(&via_text(&v.to_export_json())).unwrap(), v);
+        }
+
+        #[test]
+        fn clean_json_loses_only_what_is_documented(v in arb_value()) {
+            let back = Value::from_clean_json(&via_text(&v.to_clean_json())).unwrap();
+            prop_assert_eq!(back, clean_normal_form(&v));
+        }
+
+        #[test]
+        fn every_float_has_one_convex_encoding(x in crate::test_support::arb_f64()) {
+            let json = Value::Float64(x).to_convex_json();
+            let is_special = json.is_object();
+            prop_assert_eq!(is_special, !x.is_finite() || (x == 0.0 && x.is_sign_negative()));
+        }
+    }
+}
