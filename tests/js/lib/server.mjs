@@ -109,7 +109,7 @@ export class Server {
     this.runLogStart = this.log.length;
     this._append(`\n=== [${this.label}] start #${this.generation}: ${this.bin} ${args.join(" ")}\n`);
     const child = spawn(this.bin, args, {
-      env: { ...process.env, RUST_BACKTRACE: "1", ...this.env },
+      env: this._childEnv(),
       stdio: ["ignore", "pipe", "pipe"],
     });
     child.stdout.setEncoding("utf8");
@@ -127,6 +127,15 @@ export class Server {
         resolve({ code: -1, signal: null, error: err });
       });
     });
+  }
+
+  // The inherited environment minus any Clerk settings of the developer's shell: a test
+  // states exactly which of them its server gets.
+  _childEnv() {
+    const env = { ...process.env, RUST_BACKTRACE: "1" };
+    delete env.CLERK_WEBHOOK_SECRET;
+    delete env.CLERK_JWT_ISSUER_DOMAIN;
+    return { ...env, ...this.env };
   }
 
   async _waitReady() {
