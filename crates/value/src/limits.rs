@@ -94,7 +94,7 @@ fn truncate_for_message(name: &str) -> String {
 ///
 /// null and booleans 1; int64 and float64 9 (a type byte plus 8); strings and bytes 2 + their
 /// length in bytes; arrays 2 + their elements; objects 2 + for each field its name's length
-/// + 1 + its value. This tracks the stored size closely enough for the caps, like Convex's
+/// plus 1 plus its value. This tracks the stored size closely enough for the caps, like Convex's
 /// own estimate, and is cheap to compute.
 pub fn size_of(v: &Value) -> usize {
     match v {
