@@ -164,7 +164,7 @@ describe("tickethub with Clerk", { timeout: 600_000 }, () => {
 
     test("validly signed JSON that is not a Clerk event", withLogs(async () => {
       const userId = newUserId();
-      for (const body of [JSON.stringify({ type: "user.created" }), JSON.stringify({ type: "user.deleted", data: "nope" }), "[]", "42"]) {
+      for (const body of [JSON.stringify({ type: "user.created" }), "[]", "42", "null"]) {
         const d = signDelivery(secret, null, { body });
         const r = await deliver(server.siteUrl, d.body, d.headers);
         assert.ok(r.status >= 400 && r.status < 500, `body ${body}: expected 4xx, got ${r.status} ${r.text}`);
