@@ -1,0 +1,94 @@
+//! Reading request bodies within a size limit, and parsing them as JSON.
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, ErrorCode};
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        ErrorCode::BodyTooLarge,
+        format!(
+            "The request body is larger than the limit of {} MiB.",
+            limit / (1024 * 1024)
+        ),
+    )
+}
+
+/// Read the whole body, refusing anything over `limit` bytes. A declared `Content-Length` over
+/// the limit is refused before a byte of the body is read; a body without one is counted as it
+/// streams in, so an oversized body is never held in memory whole.
+pub async fn read_limited(
+    body: Incoming,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large(limit));
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
+        Err(e) => Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("Could not read the request body: {e}"),
+        )),
+    }
+}
+
+/// Parse a JSON body into `T`. serde_json stops at 128 levels of nesting, so a hostile deeply
+/// nested body is a clear 400, never a stack overflow.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let message = if e.to_string().starts_with("recursion limit exceeded") {
+            format!(
+                "The request body is nested too deeply (more than 128 levels) at line {} column {}.",
+                e.line(),
+                e.column()
+            )
+        } else {
+            match e.classify() {
+                serde_json::error::Category::Data => format!("The request body has the wrong shape: {e}"),
+                _ => format!("The request body is not valid JSON: {e}"),
+            }
+        };
+        ApiError::new(ErrorCode::BadJsonBody, message)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deep_nesting_is_a_clear_error() {
+        let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+        let e = parse_json::<serde_json::Value>(deep.as_bytes()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadJsonBody);
+        assert!(e.message.contains("nested too deeply"), "{}", e.message);
+    }
+
+    #[test]
+    fn syntax_and_shape_errors() {
+        let e = parse_json::<serde_json::Value>(b"{not json").unwrap_err();
+        assert!(
+            e.message.starts_with("The request body is not valid JSON"),
+            "{}",
+            e.message
+        );
+        let e = parse_json::<crate::wire::BatchBody>(b"{\"queries\": 5}").unwrap_err();
+        assert!(
+            e.message
+                .starts_with("The request body has the wrong shape"),
+            "{}",
+            e.message
+        );
+    }
+}

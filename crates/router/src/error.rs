@@ -1,0 +1,164 @@
+//! System errors of the HTTP surface and the one mapping from error codes to HTTP statuses.
+//!
+//! A *system* error is a problem with the request itself (bad JSON, bad header, unknown endpoint,
+//! bad credentials) or an internal failure. It is answered with a non-2xx status and
+//! `{"code": "ScreamingCamelCase", "message": "..."}`. A *function* error (the function threw) is
+//! not one of these: it is a 200 `{"status": "error", ...}` built in [`crate::wire`].
+
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::ResponseBody;
+
+/// Every code the router itself can answer with. Exhaustive so that the status of each is decided
+/// in one place ([`ErrorCode::status`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The body is not JSON, is nested too deep, or has a field of the wrong type.
+    BadJsonBody,
+    /// The body has no `path`.
+    MissingPath,
+    /// Any other malformed request (args of the wrong shape, bad timestamp, bad path).
+    BadRequest,
+    /// `format` is not one of the known encodings.
+    BadFormat,
+    /// The body is larger than the endpoint allows.
+    BodyTooLarge,
+    /// A malformed `Convex-Client` header.
+    InvalidClientVersion,
+    /// `Authorization` is neither `Bearer <token>` nor `Convex <admin key>`.
+    InvalidAuthHeader,
+    /// The token failed verification.
+    Unauthenticated,
+    /// The token names an issuer/audience no configured provider accepts (or auth is off).
+    NoAuthProvider,
+    /// `Authorization: Convex <key>` with a key that is not this deployment's.
+    BadAdminKey,
+    /// The endpoint needs the admin key and none was given.
+    AdminKeyRequired,
+    /// A value in the args could not be decoded (bad `$integer`, `$`-prefixed field, limits).
+    InvalidValue,
+    /// No such endpoint.
+    NotFound,
+    /// The endpoint exists but not for this method.
+    MethodNotAllowed,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// Anything unexpected. The message sent is generic; details go to the log.
+    InternalServerError,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJsonBody => "BadJsonBody",
+            ErrorCode::MissingPath => "MissingPath",
+            ErrorCode::BadRequest => "BadRequest",
+            ErrorCode::BadFormat => "BadFormat",
+            ErrorCode::BodyTooLarge => "BodyTooLarge",
+            ErrorCode::InvalidClientVersion => "InvalidClientVersion",
+            ErrorCode::InvalidAuthHeader => "InvalidAuthHeader",
+            ErrorCode::Unauthenticated => "Unauthenticated",
+            ErrorCode::NoAuthProvider => "NoAuthProvider",
+            ErrorCode::BadAdminKey => "BadAdminKey",
+            ErrorCode::AdminKeyRequired => "AdminKeyRequired",
+            ErrorCode::InvalidValue => "InvalidValue",
+            ErrorCode::NotFound => "NotFound",
+            ErrorCode::MethodNotAllowed => "MethodNotAllowed",
+            ErrorCode::ShuttingDown => "ShuttingDown",
+            ErrorCode::InternalServerError => "InternalServerError",
+        }
+    }
+
+    /// The single place where codes become statuses.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::BadJsonBody
+            | ErrorCode::MissingPath
+            | ErrorCode::BadRequest
+            | ErrorCode::BadFormat
+            | ErrorCode::InvalidClientVersion
+            | ErrorCode::InvalidValue => StatusCode::BAD_REQUEST,
+            ErrorCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::InvalidAuthHeader
+            | ErrorCode::Unauthenticated
+            | ErrorCode::NoAuthProvider
+            | ErrorCode::AdminKeyRequired => StatusCode::UNAUTHORIZED,
+            ErrorCode::BadAdminKey => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::InternalServerError => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// A system error on its way to the client.
+#[derive(Debug, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ApiError {
+    pub code: ErrorCode,
+    /// Safe to show a client: never SQL, paths or traces.
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// An internal failure: logs `detail` under a fresh request id and returns an error whose
+    /// message only carries that id.
+    pub fn internal(detail: impl std::fmt::Display) -> ApiError {
+        let request_id = new_request_id();
+        tracing::error!(request_id = %request_id, "internal server error: {detail}");
+        ApiError::new(
+            ErrorCode::InternalServerError,
+            format!("[Request ID: {request_id}] Server Error: an internal error occurred; the server log has the details."),
+        )
+    }
+
+    pub fn into_response(self) -> Response<ResponseBody> {
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            code: &'a str,
+            message: &'a str,
+        }
+        let body = serde_json::to_vec(&Body {
+            code: self.code.as_str(),
+            message: &self.message,
+        })
+        .unwrap_or_else(|_| b"{\"code\":\"InternalServerError\",\"message\":\"\"}".to_vec());
+        json_response(self.code.status(), body)
+    }
+}
+
+/// A short random id for correlating a client-visible 500 with the server log.
+pub fn new_request_id() -> String {
+    let id = uuid::Uuid::new_v4();
+    let mut buf = uuid::Uuid::encode_buffer();
+    // 16 hex digits are plenty to find the line in a log.
+    id.simple().encode_lower(&mut buf)[..16].to_string()
+}
+
+pub(crate) fn json_response(status: StatusCode, body: Vec<u8>) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+pub(crate) fn text_response(status: StatusCode, body: String) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,65 @@
+//! [`AppState`]: everything a request handler needs, shared by both listeners.
+
+use std::sync::Arc;
+
+use tickethub_runtime::{Clock, Runtime};
+
+use crate::credentials::Authenticator;
+
+/// Body size limits. Function args may be 16 MiB; the envelope around them gets a little slack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyLimits {
+    /// `/api/*` request bodies. Default 16 MiB + 64 KiB.
+    pub api: usize,
+    /// HTTP action request bodies. Default 20 MiB.
+    pub http_action: usize,
+}
+
+impl Default for BodyLimits {
+    fn default() -> Self {
+        BodyLimits {
+            api: 16 * 1024 * 1024 + 64 * 1024,
+            http_action: 20 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    /// Answered by `GET /instance_name`.
+    pub deployment_name: String,
+    /// With [`Clock::Test`], `POST /api/test/advance_time` exists (admin only).
+    pub clock: Clock,
+    pub limits: BodyLimits,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            deployment_name: "tickethub".to_string(),
+            clock: Clock::System,
+            limits: BodyLimits::default(),
+        }
+    }
+}
+
+/// Shared by every connection of both listeners. The WebSocket sync endpoint gets the same state.
+pub struct AppState {
+    pub runtime: Runtime,
+    pub authenticator: Arc<dyn Authenticator>,
+    pub config: RouterConfig,
+}
+
+impl AppState {
+    pub fn new(
+        runtime: Runtime,
+        authenticator: Arc<dyn Authenticator>,
+        config: RouterConfig,
+    ) -> Arc<AppState> {
+        Arc::new(AppState {
+            runtime,
+            authenticator,
+            config,
+        })
+    }
+}
