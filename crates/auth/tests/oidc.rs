@@ -727,3 +727,15 @@ async fn custom_jwt_with_inline_and_file_jwks() {
         expect_code(&verifier, &token, "NoAuthProvider").await;
     }
 }
+
+#[tokio::test]
+async fn oversized_jwks_is_refused() {
+    let mut padded = jwk(ISSUER_A_JWK, "key-a", "RS256");
+    padded["x-padding"] = "p"
+        .repeat(tickethub_auth::jwt::MAX_KEY_DOCUMENT_BYTES)
+        .into();
+    let issuer = Issuer::start(vec![padded]).await;
+    let token = sign(ISSUER_A_PEM, Some("key-a"), &clerk_claims(&issuer.url));
+    let error = expect_code(&verifier(&issuer), &token, "AuthProviderDiscoveryFailed").await;
+    assert!(error.to_string().contains("larger than"), "{error}");
+}
