@@ -1,0 +1,15 @@
+//! Recurring jobs.
+
+use tickethub_runtime::{App, CronSchedule, Value};
+
+/// Sweeps offers whose scheduled expiry did not run (e.g. the server was down at the time).
+pub const CLEANUP_EXPIRED_OFFERS: &str = "cleanup-expired-offers";
+
+pub fn register(app: &mut App) {
+    app.cron(
+        CLEANUP_EXPIRED_OFFERS,
+        CronSchedule::Interval { ms: 60_000 },
+        "waitingList:cleanupExpiredOffers",
+        Value::Object(Default::default()),
+    );
+}

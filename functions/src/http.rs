@@ -1,0 +1,119 @@
+//! HTTP routes: `POST /clerk-users-webhook`, Clerk's user sync.
+//!
+//! Status codes (Clerk/Svix retry anything that is not 2xx):
+//! - 500 when `CLERK_WEBHOOK_SECRET` is unset or malformed (logged as an ERROR: an operator
+//!   must fix the configuration; retries will succeed once they do);
+//! - 400 when the signature, headers, timestamp or body do not verify (nothing is written);
+//! - 200 once the delivery is applied, recognised as a duplicate, or ignored;
+//! - 500 (from the runtime) if applying it fails, so that Clerk retries.
+
+use bytes::Bytes;
+use http::{Method, Response, StatusCode};
+use serde::Deserialize;
+use tickethub_auth::webhook::WebhookVerifier;
+use tickethub_runtime::registry::RoutePath;
+use tickethub_runtime::{
+    ActionCtx, App, FnError, HttpRequest, HttpResponse, LogLevel, Route, Value,
+};
+
+use crate::users::{ClerkEventArgs, ClerkEventResult};
+
+pub const CLERK_WEBHOOK_PATH: &str = "/clerk-users-webhook";
+pub const CLERK_WEBHOOK_SECRET_ENV: &str = "CLERK_WEBHOOK_SECRET";
+
+pub fn register(app: &mut App) {
+    app.http_route(
+        Route {
+            path: RoutePath::Exact(CLERK_WEBHOOK_PATH.to_string()),
+            method: Method::POST,
+        },
+        clerk_users_webhook,
+    );
+}
+
+/// The envelope of a Clerk webhook event.
+#[derive(Deserialize)]
+struct ClerkEnvelope {
+    #[serde(rename = "type")]
+    event_type: String,
+    #[serde(default)]
+    data: serde_json::Value,
+    /// Milliseconds since the epoch.
+    timestamp: Option<f64>,
+}
+
+fn text_response(status: StatusCode, body: &'static str) -> HttpResponse {
+    let mut response = Response::new(Bytes::from_static(body.as_bytes()));
+    *response.status_mut() = status;
+    response
+}
+
+async fn clerk_users_webhook(
+    ctx: ActionCtx,
+    request: HttpRequest,
+) -> Result<HttpResponse, FnError> {
+    let Some(secret) = ctx
+        .env(CLERK_WEBHOOK_SECRET_ENV)
+        .filter(|secret| !secret.trim().is_empty())
+    else {
+        ctx.log(
+            LogLevel::Error,
+            format!("{CLERK_WEBHOOK_SECRET_ENV} is not configured: cannot verify Clerk webhook deliveries"),
+        );
+        return Ok(text_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Webhook secret not configured",
+        ));
+    };
+    let verifier = match WebhookVerifier::new(&secret) {
+        Ok(verifier) => verifier,
+        Err(error) => {
+            ctx.log(
+                LogLevel::Error,
+                format!("{CLERK_WEBHOOK_SECRET_ENV} is not usable: {error}"),
+            );
+            return Ok(text_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Webhook secret not configured",
+            ));
+        }
+    };
+    let delivery = match verifier.verify(request.headers(), request.body()) {
+        Ok(delivery) => delivery,
+        Err(error) => {
+            ctx.log(
+                LogLevel::Warn,
+                format!("Error verifying webhook event ({}): {error}", error.code()),
+            );
+            return Ok(text_response(StatusCode::BAD_REQUEST, "Error occured"));
+        }
+    };
+    let envelope: ClerkEnvelope = match serde_json::from_value(delivery.payload) {
+        Ok(envelope) => envelope,
+        Err(error) => {
+            ctx.log(
+                LogLevel::Warn,
+                format!("Clerk webhook body is not an event envelope: {error}"),
+            );
+            return Ok(text_response(StatusCode::BAD_REQUEST, "Error occured"));
+        }
+    };
+    let data: Value = tickethub_value::to_value(&envelope.data)
+        .map_err(|error| FnError::Internal(error.to_string()))?;
+    let result: ClerkEventResult = ctx
+        .run_mutation(
+            "users:applyClerkEvent",
+            ClerkEventArgs {
+                svix_id: delivery.id,
+                event_type: envelope.event_type,
+                data,
+                event_timestamp: envelope.timestamp,
+            },
+        )
+        .await?;
+    ctx.log(
+        LogLevel::Info,
+        format!("Clerk webhook delivery handled: {:?}", result.outcome),
+    );
+    Ok(text_response(StatusCode::OK, ""))
+}
