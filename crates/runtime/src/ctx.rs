@@ -1,10 +1,22 @@
 //! What a running function sees: `ctx.db`, `ctx.auth`, `ctx.scheduler`, logging and the clock.
+//!
+//! Log lines are captured per call as `[LEVEL] <message>` with the message quoted the way
+//! Node's `util.inspect` prints a string (what Convex shows for `console.log("hi")`: `'hi'`):
+//! single quotes, or double quotes when the text holds a `'` but no `"`, or backticks when it
+//! holds both but no backtick; backslashes, the chosen quote and control characters escaped.
 
+use std::cell::Cell;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tickethub_value::{Object, Value};
 
-use crate::{DatabaseReader, DatabaseWriter, FnError};
+use crate::db::{with_writer, Source, SourceTables, TxnAccess};
+use crate::engine::{Access, Inner};
+use crate::registry::Handler;
+use crate::{DatabaseReader, DatabaseWriter, FnError, FunctionKind, Runtime};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogLevel {
@@ -13,6 +25,103 @@ pub enum LogLevel {
     Warn,
     Error,
     Debug,
+}
+
+impl LogLevel {
+    fn label(self) -> &'static str {
+        match self {
+            LogLevel::Log => "LOG",
+            LogLevel::Info => "INFO",
+            LogLevel::Warn => "WARN",
+            LogLevel::Error => "ERROR",
+            LogLevel::Debug => "DEBUG",
+        }
+    }
+}
+
+/// Most log lines one call keeps (Convex's bound); later ones are dropped with one notice.
+pub const MAX_LOG_LINES: usize = 256;
+/// Longest message kept per line, in bytes; longer ones are cut at a char boundary.
+pub const MAX_LOG_LINE_BYTES: usize = 32 * 1024;
+
+/// Quote `text` like Node's `util.inspect` does for a string.
+pub fn inspect_string(text: &str) -> String {
+    let quote = if !text.contains('\'') {
+        '\''
+    } else if !text.contains('"') {
+        '"'
+    } else if !text.contains('`') && !text.contains("${") {
+        '`'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push(quote);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\u{b}' => out.push_str("\\v"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02X}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
+}
+
+/// The log lines of one call, shared by the functions it calls (an action's lines include those
+/// of the queries and mutations it runs).
+#[derive(Clone, Default)]
+pub(crate) struct LogSink {
+    inner: Arc<Mutex<LogBuffer>>,
+}
+
+#[derive(Default)]
+struct LogBuffer {
+    lines: Vec<String>,
+    overflowed: bool,
+}
+
+impl LogSink {
+    pub(crate) fn log(&self, level: LogLevel, message: &str) {
+        tracing::debug!(target: "tickethub::function_log", level = level.label(), "{message}");
+        let mut buffer = self.inner.lock();
+        if buffer.lines.len() >= MAX_LOG_LINES {
+            if !buffer.overflowed {
+                buffer.overflowed = true;
+                buffer.lines.push(format!(
+                    "[WARN] {}",
+                    inspect_string(&format!(
+                        "Log overflow (maximum {MAX_LOG_LINES}). Remaining log lines will be omitted."
+                    ))
+                ));
+            }
+            return;
+        }
+        let mut end = message.len().min(MAX_LOG_LINE_BYTES);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        buffer.lines.push(format!(
+            "[{}] {}",
+            level.label(),
+            inspect_string(&message[..end])
+        ));
+    }
+    pub(crate) fn lines(&self) -> Vec<String> {
+        self.inner.lock().lines.clone()
+    }
 }
 
 /// Convex's UserIdentity: `tokenIdentifier` = `iss|sub`, `subject`, `issuer`, and the other
@@ -27,8 +136,21 @@ pub struct UserIdentity {
 }
 
 impl Serialize for UserIdentity {
-    fn serialize<S: serde::Serializer>(&self, _s: S) -> Result<S::Ok, S::Error> {
-        todo!()
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let reserved = ["tokenIdentifier", "subject", "issuer"];
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("tokenIdentifier", &self.token_identifier)?;
+        map.serialize_entry("subject", &self.subject)?;
+        map.serialize_entry("issuer", &self.issuer)?;
+        for (k, v) in self
+            .attributes
+            .iter()
+            .filter(|(k, _)| !reserved.contains(&k.as_str()))
+        {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
     }
 }
 
@@ -60,8 +182,13 @@ impl Auth {
         Auth { identity, enabled }
     }
     /// Null without a token; the identity with one; an error in an HTTP action with a bad token.
+    /// The admin key is not a user: null (as in scheduled functions and crons).
     pub fn get_user_identity(&self) -> Result<Option<&UserIdentity>, FnError> {
-        todo!()
+        match &self.identity {
+            Identity::Anonymous | Identity::Admin => Ok(None),
+            Identity::User(user) => Ok(Some(user)),
+            Identity::InvalidToken(message) => Err(FnError::Unauthenticated(message.clone())),
+        }
     }
     pub fn identity(&self) -> &Identity {
         &self.identity
@@ -74,23 +201,152 @@ impl Auth {
     }
 }
 
+/// Deepest chain of inline calls (`run_query_inline` inside `run_mutation_inline`...), so a
+/// function calling itself fails instead of overflowing the stack.
+pub const MAX_INLINE_DEPTH: usize = 16;
+
+/// What one query or mutation call shares with the functions it calls inline.
+pub(crate) struct CallEnv {
+    pub(crate) rt: Arc<Inner>,
+    pub(crate) logs: LogSink,
+    /// Frozen at the start of the call, like `Date.now()` in Convex queries and mutations.
+    pub(crate) now_ms: f64,
+    pub(crate) depth: Cell<usize>,
+    /// Jobs this mutation scheduled (bounded), and the earliest time among them.
+    pub(crate) scheduled: Cell<usize>,
+}
+
+impl CallEnv {
+    pub(crate) fn new(rt: Arc<Inner>, logs: LogSink) -> CallEnv {
+        let now_ms = rt.now_ms();
+        CallEnv {
+            rt,
+            logs,
+            now_ms,
+            depth: Cell::new(0),
+            scheduled: Cell::new(0),
+        }
+    }
+
+    fn enter(&self) -> Result<DepthGuard<'_>, FnError> {
+        let depth = self.depth.get() + 1;
+        if depth > MAX_INLINE_DEPTH {
+            return Err(FnError::msg(format!(
+                "Function calls are nested more than {MAX_INLINE_DEPTH} deep"
+            )));
+        }
+        self.depth.set(depth);
+        Ok(DepthGuard(&self.depth))
+    }
+}
+
+struct DepthGuard<'a>(&'a Cell<usize>);
+
+impl Drop for DepthGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+/// Most jobs one mutation may schedule (Convex's bound).
+pub const MAX_SCHEDULED_PER_MUTATION: usize = 1000;
+
 /// `ctx.scheduler` in mutations (transactional: jobs exist only if the mutation commits).
 pub struct Scheduler<'a> {
-    _private: std::marker::PhantomData<&'a ()>,
+    txn: &'a dyn TxnAccess,
+    env: &'a CallEnv,
 }
 
 impl Scheduler<'_> {
     /// Run `path` with `args` after `delay_ms`. Returns the job's id (a `_scheduled_functions` id).
-    pub fn run_after(&self, _delay_ms: f64, _path: &str, _args: impl Serialize) -> Result<String, FnError> {
-        todo!()
+    pub fn run_after(
+        &self,
+        delay_ms: f64,
+        path: &str,
+        args: impl Serialize,
+    ) -> Result<String, FnError> {
+        let delay = if delay_ms.is_finite() {
+            delay_ms.max(0.0)
+        } else {
+            0.0
+        };
+        self.run_at(self.env.now_ms + delay, path, args)
     }
     /// Run `path` at `unix_ms`.
-    pub fn run_at(&self, _unix_ms: f64, _path: &str, _args: impl Serialize) -> Result<String, FnError> {
-        todo!()
+    pub fn run_at(
+        &self,
+        unix_ms: f64,
+        path: &str,
+        args: impl Serialize,
+    ) -> Result<String, FnError> {
+        if self.env.scheduled.get() >= MAX_SCHEDULED_PER_MUTATION {
+            return Err(FnError::msg(format!(
+                "Too many functions scheduled by this mutation (limit: {MAX_SCHEDULED_PER_MUTATION})"
+            )));
+        }
+        let (canonical, args) = crate::scheduler::prepare_job(&self.env.rt, path, args)?;
+        let id = with_writer(self.txn, |txn| {
+            crate::scheduler::insert_job(txn, &canonical, args, unix_ms)
+        })??;
+        self.env.scheduled.set(self.env.scheduled.get() + 1);
+        Ok(id.encode())
     }
     /// Cancel a pending job (no-op if it already ran).
-    pub fn cancel(&self, _job_id: &str) -> Result<(), FnError> {
-        todo!()
+    pub fn cancel(&self, job_id: &str) -> Result<(), FnError> {
+        with_writer(self.txn, |txn| {
+            crate::scheduler::cancel_job(txn, job_id, self.env.now_ms)
+        })?
+    }
+}
+
+/// Validate args, run a query handler with `ctx`'s pieces, validate the result.
+pub(crate) fn invoke_query(
+    spec: &crate::FunctionSpec,
+    source: Source<'_>,
+    auth: &Auth,
+    env: &CallEnv,
+    args: Value,
+) -> Result<Value, FnError> {
+    let Handler::Query(handler) = &spec.handler else {
+        return Err(FnError::Internal(format!("{} is not a query", spec.path)));
+    };
+    let tables = SourceTables(&source);
+    crate::engine::check_args(spec, &args, &tables)?;
+    let ctx = QueryCtx {
+        db: DatabaseReader { source },
+        auth: auth.clone(),
+        env,
+    };
+    let result = handler(&ctx, args)?;
+    crate::engine::check_returns(spec, &result, &tables)?;
+    Ok(result)
+}
+
+/// Validate args, run a mutation handler inside the writer's transaction, validate the result.
+pub(crate) fn invoke_mutation(
+    spec: &crate::FunctionSpec,
+    txn: &dyn TxnAccess,
+    auth: &Auth,
+    env: &CallEnv,
+    args: Value,
+) -> Result<Value, FnError> {
+    let source = Source::Writer(txn);
+    let tables = SourceTables(&source);
+    match &spec.handler {
+        Handler::Mutation(handler) => {
+            crate::engine::check_args(spec, &args, &tables)?;
+            let ctx = MutationCtx {
+                db: DatabaseWriter { txn },
+                auth: auth.clone(),
+                scheduler: Scheduler { txn, env },
+                env,
+            };
+            let result = handler(&ctx, args)?;
+            crate::engine::check_returns(spec, &result, &tables)?;
+            Ok(result)
+        }
+        Handler::Query(_) => invoke_query(spec, source, auth, env, args),
+        Handler::Action(_) => Err(FnError::Internal(format!("{} is an action", spec.path))),
     }
 }
 
@@ -98,20 +354,27 @@ impl Scheduler<'_> {
 pub struct QueryCtx<'a> {
     pub db: DatabaseReader<'a>,
     pub auth: Auth,
-    _private: (),
+    env: &'a CallEnv,
 }
 
 impl QueryCtx<'_> {
-    /// Milliseconds since the epoch, from the runtime's clock (the test clock when enabled).
+    /// Milliseconds since the epoch, from the runtime's clock (the test clock when enabled),
+    /// frozen at the start of the call.
     pub fn now_ms(&self) -> f64 {
-        todo!()
+        self.env.now_ms
     }
-    pub fn log(&self, _level: LogLevel, _message: impl std::fmt::Display) {
-        todo!()
+    pub fn log(&self, level: LogLevel, message: impl std::fmt::Display) {
+        self.env.logs.log(level, &message.to_string());
     }
-    /// Call another query's handler inline, in this snapshot.
-    pub fn run_query_inline(&self, _path: &str, _args: impl Serialize) -> Result<Value, FnError> {
-        todo!()
+    /// Call another query's handler inline, in this snapshot (internal queries too).
+    pub fn run_query_inline(&self, path: &str, args: impl Serialize) -> Result<Value, FnError> {
+        let spec = self
+            .env
+            .rt
+            .resolve(path, Access::Internal, Some(FunctionKind::Query))?;
+        let args = crate::engine::args_value(args)?;
+        let _depth = self.env.enter()?;
+        invoke_query(&spec, self.db.source, &self.auth, self.env, args)
     }
 }
 
@@ -120,19 +383,29 @@ pub struct MutationCtx<'a> {
     pub db: DatabaseWriter<'a>,
     pub auth: Auth,
     pub scheduler: Scheduler<'a>,
-    _private: (),
+    env: &'a CallEnv,
 }
 
 impl MutationCtx<'_> {
     pub fn now_ms(&self) -> f64 {
-        todo!()
+        self.env.now_ms
     }
-    pub fn log(&self, _level: LogLevel, _message: impl std::fmt::Display) {
-        todo!()
+    pub fn log(&self, level: LogLevel, message: impl std::fmt::Display) {
+        self.env.logs.log(level, &message.to_string());
     }
     /// Call another mutation's (or query's) handler inline, inside this same transaction.
-    pub fn run_mutation_inline(&self, _path: &str, _args: impl Serialize) -> Result<Value, FnError> {
-        todo!()
+    pub fn run_mutation_inline(&self, path: &str, args: impl Serialize) -> Result<Value, FnError> {
+        let spec = self.env.rt.resolve(path, Access::Internal, None)?;
+        if spec.kind == FunctionKind::Action {
+            return Err(FnError::WrongKind {
+                path: path.to_string(),
+                expected: FunctionKind::Mutation,
+                actual: FunctionKind::Action,
+            });
+        }
+        let args = crate::engine::args_value(args)?;
+        let _depth = self.env.enter()?;
+        invoke_mutation(&spec, self.db.txn, &self.auth, self.env, args)
     }
 }
 
@@ -140,31 +413,99 @@ impl MutationCtx<'_> {
 #[derive(Clone)]
 pub struct ActionCtx {
     pub auth: Auth,
-    _private: (),
+    rt: Runtime,
+    logs: LogSink,
 }
 
 impl ActionCtx {
+    pub(crate) fn new(rt: Runtime, auth: Auth, logs: LogSink) -> ActionCtx {
+        ActionCtx { auth, rt, logs }
+    }
+    /// The clock now (it moves during an action).
     pub fn now_ms(&self) -> f64 {
-        todo!()
+        self.rt.now_ms()
     }
-    pub fn log(&self, _level: LogLevel, _message: impl std::fmt::Display) {
-        todo!()
+    pub fn log(&self, level: LogLevel, message: impl std::fmt::Display) {
+        self.logs.log(level, &message.to_string());
     }
-    pub async fn run_query<R: DeserializeOwned>(&self, _path: &str, _args: impl Serialize) -> Result<R, FnError> {
-        todo!()
+    async fn run<R: DeserializeOwned>(
+        &self,
+        kind: FunctionKind,
+        path: &str,
+        args: impl Serialize,
+    ) -> Result<R, FnError> {
+        let args = crate::engine::args_value(args)?;
+        let outcome = self
+            .rt
+            .execute(
+                path.to_string(),
+                args,
+                self.auth.clone(),
+                Access::Internal,
+                Some(kind),
+                self.logs.clone(),
+            )
+            .await
+            .outcome?;
+        tickethub_value::from_value(&outcome).map_err(|e| {
+            FnError::msg(format!(
+                "The result of {path} does not have the expected type: {e}"
+            ))
+        })
     }
-    pub async fn run_mutation<R: DeserializeOwned>(&self, _path: &str, _args: impl Serialize) -> Result<R, FnError> {
-        todo!()
+    /// Run a query (internal ones too) in its own snapshot, as the same caller.
+    pub async fn run_query<R: DeserializeOwned>(
+        &self,
+        path: &str,
+        args: impl Serialize,
+    ) -> Result<R, FnError> {
+        self.run(FunctionKind::Query, path, args).await
     }
-    pub async fn run_action<R: DeserializeOwned>(&self, _path: &str, _args: impl Serialize) -> Result<R, FnError> {
-        todo!()
+    /// Run a mutation (internal ones too) in its own transaction, as the same caller.
+    pub async fn run_mutation<R: DeserializeOwned>(
+        &self,
+        path: &str,
+        args: impl Serialize,
+    ) -> Result<R, FnError> {
+        self.run(FunctionKind::Mutation, path, args).await
+    }
+    pub async fn run_action<R: DeserializeOwned>(
+        &self,
+        path: &str,
+        args: impl Serialize,
+    ) -> Result<R, FnError> {
+        self.run(FunctionKind::Action, path, args).await
     }
     /// Schedule from an action (its own small transaction).
-    pub async fn run_after(&self, _delay_ms: f64, _path: &str, _args: impl Serialize) -> Result<String, FnError> {
-        todo!()
+    pub async fn run_after(
+        &self,
+        delay_ms: f64,
+        path: &str,
+        args: impl Serialize,
+    ) -> Result<String, FnError> {
+        let delay = if delay_ms.is_finite() {
+            delay_ms.max(0.0)
+        } else {
+            0.0
+        };
+        self.run_at(self.now_ms() + delay, path, args).await
+    }
+    /// Schedule `path` at `unix_ms` from an action.
+    pub async fn run_at(
+        &self,
+        unix_ms: f64,
+        path: &str,
+        args: impl Serialize,
+    ) -> Result<String, FnError> {
+        let (canonical, args) = crate::scheduler::prepare_job(&self.rt.inner, path, args)?;
+        crate::scheduler::schedule_standalone(&self.rt, canonical, args, unix_ms).await
+    }
+    /// Cancel a pending job from an action.
+    pub async fn cancel(&self, job_id: &str) -> Result<(), FnError> {
+        crate::scheduler::cancel_standalone(&self.rt, job_id.to_string()).await
     }
     /// The value of an environment variable given to the server (e.g. CLERK_WEBHOOK_SECRET).
-    pub fn env(&self, _name: &str) -> Option<String> {
-        todo!()
+    pub fn env(&self, name: &str) -> Option<String> {
+        self.rt.inner.config.env.get(name).cloned()
     }
 }

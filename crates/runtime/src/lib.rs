@@ -5,21 +5,33 @@
 //! - [`ctx`]: [`QueryCtx`], [`MutationCtx`], [`ActionCtx`], [`Auth`], [`Scheduler`], captured logs.
 //! - [`db`]: the `db` API: get/insert/patch/replace/delete and the query builder.
 //! - [`engine`]: [`Runtime`]: runs calls (queries on snapshots, mutations on the store's writer
-//!   thread), the scheduler loop and crons, the clock.
+//!   thread), HTTP actions, pinned snapshots, the clock.
+//! - [`scheduler`]: scheduled functions and crons, kept in system tables (`_scheduled_functions`,
+//!   `_cron_jobs`) so a restart neither loses nor repeats a job.
 
 pub mod ctx;
 pub mod db;
 pub mod engine;
 pub mod error;
 pub mod registry;
+pub mod scheduler;
 
-pub use ctx::{ActionCtx, Auth, Identity, LogLevel, MutationCtx, QueryCtx, Scheduler, UserIdentity};
-pub use db::{DatabaseReader, DatabaseWriter, Doc, IndexRange, PaginationOpts, PaginationResult, Query};
+pub use ctx::{
+    inspect_string, ActionCtx, Auth, Identity, LogLevel, MutationCtx, QueryCtx, Scheduler,
+    UserIdentity,
+};
+pub use db::{
+    DatabaseReader, DatabaseWriter, Doc, IndexRange, PaginationOpts, PaginationResult, Query,
+};
 pub use engine::{CallRequest, CallResult, Caller, Clock, ReadAt, Runtime, RuntimeConfig};
 pub use error::FnError;
-pub use registry::{canonicalize_path, App, Args, CronSchedule, FunctionKind, FunctionSpec, NoArgs, Route, Visibility};
+pub use registry::{
+    canonicalize_path, App, Args, CronSchedule, CronSpec, FunctionKind, FunctionSpec, NoArgs,
+    Route, RoutePath, Visibility,
+};
 
-pub use tickethub_store::Order;
+pub use scheduler::JobState;
+pub use tickethub_store::{Order, Timestamp};
 pub use tickethub_value::validator::v;
 pub use tickethub_value::{Object, Validator, Value};
 

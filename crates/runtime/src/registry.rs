@@ -1,10 +1,13 @@
 //! The function registry: what an app declares.
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tickethub_value::{Validator, Value};
+use tickethub_value::{BridgeError, Validator, Value};
 
 use crate::{ActionCtx, FnError, HttpRequest, HttpResponse, MutationCtx, QueryCtx};
 
@@ -38,6 +41,13 @@ pub enum Visibility {
 pub trait Args: DeserializeOwned + Send + 'static {
     /// None = accept anything (`v.any()`).
     fn validator() -> Option<Validator>;
+
+    /// Turn the (already validated) args value into `Self`. The default goes through serde;
+    /// `Value` overrides it to keep the value exactly as sent.
+    #[doc(hidden)]
+    fn from_args(value: Value) -> Result<Self, BridgeError> {
+        tickethub_value::from_value(&value)
+    }
 }
 
 /// For functions that take `{}`.
@@ -50,12 +60,67 @@ impl Args for NoArgs {
     }
 }
 
-// TODO(runtime): `impl Args for Value` (accept anything) once `Value: Deserialize` lands in the value crate.
+/// Accept anything, as sent (`args: v.any()`).
+impl Args for Value {
+    fn validator() -> Option<Validator> {
+        None
+    }
+    fn from_args(value: Value) -> Result<Self, BridgeError> {
+        Ok(value)
+    }
+}
+
+/// Longest module path component and function name Convex accepts.
+const MAX_PATH_COMPONENT_LEN: usize = 64;
 
 /// `users:getUserById` and `users.js:getUserById` name the same function; canonical form is
 /// `users.js:getUserById`. Rejects bad shapes (components `[A-Za-z0-9_.]`, ≤ 64 chars, identifiers).
-pub fn canonicalize_path(_path: &str) -> Result<String, FnError> {
-    todo!()
+pub fn canonicalize_path(path: &str) -> Result<String, FnError> {
+    let invalid =
+        |reason: &str| FnError::Message(format!("Invalid function path `{path}`: {reason}"));
+    // Module components may not contain `:`, so the last `:` is the only one in a valid path.
+    let (module, name) = match path.rsplit_once(':') {
+        Some((module, name)) => (module, name),
+        None => (path, "default"),
+    };
+    if module.is_empty() {
+        return Err(invalid("the module path is empty"));
+    }
+    for component in module.split('/') {
+        if component.is_empty() {
+            return Err(invalid("a module path component is empty"));
+        }
+        if component.len() > MAX_PATH_COMPONENT_LEN {
+            return Err(invalid(
+                "a module path component is longer than 64 characters",
+            ));
+        }
+        if !component
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        {
+            return Err(invalid(
+                "module path components may only contain letters, digits, `_` and `.`",
+            ));
+        }
+    }
+    if !is_identifier(name) {
+        return Err(invalid(
+            "the function name must be an identifier of at most 64 characters",
+        ));
+    }
+    let extension = if module.ends_with(".js") { "" } else { ".js" };
+    Ok(format!("{module}{extension}:{name}"))
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    let Some(first) = chars.next() else {
+        return false;
+    };
+    name.len() <= MAX_PATH_COMPONENT_LEN
+        && (first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,6 +137,23 @@ pub struct Route {
     pub method: http::Method,
 }
 
+impl Route {
+    /// `GET /hello`-style exact route.
+    pub fn exact(method: http::Method, path: &str) -> Route {
+        Route {
+            path: RoutePath::Exact(path.to_string()),
+            method,
+        }
+    }
+    /// A `pathPrefix` route (`prefix` starts and ends with `/`).
+    pub fn prefix(method: http::Method, prefix: &str) -> Route {
+        Route {
+            path: RoutePath::Prefix(prefix.to_string()),
+            method,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum CronSchedule {
     /// Every `ms` milliseconds.
@@ -80,21 +162,118 @@ pub enum CronSchedule {
     Cron(String),
 }
 
-/// Options of one registered function (chainable after registration).
+impl CronSchedule {
+    /// The first run strictly after `after_ms` (Unix ms).
+    pub fn next_after(&self, after_ms: f64) -> Result<f64, String> {
+        match self {
+            CronSchedule::Interval { ms } => {
+                if *ms == 0 {
+                    return Err("a cron interval must be positive".into());
+                }
+                Ok(after_ms + *ms as f64)
+            }
+            CronSchedule::Cron(expr) => {
+                let schedule = parse_cron(expr)?;
+                let after =
+                    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(after_ms.floor() as i64)
+                        .ok_or_else(|| format!("time {after_ms} is out of range"))?;
+                let next = schedule
+                    .after(&after)
+                    .next()
+                    .ok_or_else(|| format!("cron expression `{expr}` never fires again"))?;
+                Ok(next.timestamp_millis() as f64)
+            }
+        }
+    }
+}
+
+/// Parse a 5-field (minute hour day-of-month month day-of-week) UTC cron expression. The `cron`
+/// crate wants a seconds field first, so "0 " is prepended.
+fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
+    let fields = expr.split_whitespace().count();
+    if fields != 5 {
+        return Err(format!("cron expression `{expr}` must have 5 fields (minute hour day month weekday), has {fields}"));
+    }
+    format!("0 {expr}")
+        .parse::<cron::Schedule>()
+        .map_err(|e| format!("invalid cron expression `{expr}`: {e}"))
+}
+
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+pub(crate) type QueryHandler =
+    Box<dyn Fn(&QueryCtx, Value) -> Result<Value, FnError> + Send + Sync>;
+pub(crate) type MutationHandler =
+    Box<dyn Fn(&MutationCtx, Value) -> Result<Value, FnError> + Send + Sync>;
+pub(crate) type ActionHandler =
+    Box<dyn Fn(ActionCtx, Value) -> BoxFuture<Result<Value, FnError>> + Send + Sync>;
+pub(crate) type HttpHandler =
+    Arc<dyn Fn(ActionCtx, HttpRequest) -> BoxFuture<Result<HttpResponse, FnError>> + Send + Sync>;
+
+/// A type-erased handler: args arrive validated as a `Value`; the result leaves as a `Value`.
+pub(crate) enum Handler {
+    Query(QueryHandler),
+    Mutation(MutationHandler),
+    Action(ActionHandler),
+}
+
+/// One registered function and its options (chainable after registration).
 pub struct FunctionSpec {
-    _private: (),
+    pub(crate) path: String,
+    pub(crate) kind: FunctionKind,
+    pub(crate) visibility: Visibility,
+    pub(crate) args: Option<Validator>,
+    pub(crate) returns: Option<Validator>,
+    pub(crate) handler: Handler,
 }
 
 impl FunctionSpec {
     /// Validate results against `validator` (ReturnsValidationError on mismatch).
-    pub fn returns(&mut self, _validator: Validator) -> &mut FunctionSpec {
-        todo!()
+    pub fn returns(&mut self, validator: Validator) -> &mut FunctionSpec {
+        self.returns = Some(validator);
+        self
+    }
+    /// Canonical path, e.g. `users.js:getUserById`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+    pub fn kind(&self) -> FunctionKind {
+        self.kind
+    }
+    pub fn visibility(&self) -> Visibility {
+        self.visibility
+    }
+    /// The args validator (`None` = any).
+    pub fn args_validator(&self) -> Option<&Validator> {
+        self.args.as_ref()
+    }
+    pub fn returns_validator(&self) -> Option<&Validator> {
+        self.returns.as_ref()
     }
 }
 
+pub(crate) struct HttpRoute {
+    pub(crate) route: Route,
+    pub(crate) handler: HttpHandler,
+}
+
+/// A declared cron job.
+#[derive(Clone, Debug)]
+pub struct CronSpec {
+    pub name: String,
+    pub schedule: CronSchedule,
+    /// Canonical path of the function to run.
+    pub path: String,
+    pub args: Value,
+}
+
 /// An app: its functions, HTTP routes and crons. Build it once at start-up.
+///
+/// Registration mistakes (a malformed or duplicate path, a bad cron expression) panic: they are
+/// programming errors found the first time the app starts.
 pub struct App {
-    _private: (),
+    pub(crate) functions: BTreeMap<String, FunctionSpec>,
+    pub(crate) routes: Vec<HttpRoute>,
+    pub(crate) crons: Vec<CronSpec>,
 }
 
 impl Default for App {
@@ -103,72 +282,254 @@ impl Default for App {
     }
 }
 
+fn to_result_value<R: Serialize>(result: R) -> Result<Value, FnError> {
+    tickethub_value::to_value(&result)
+        .map_err(|e| FnError::Internal(format!("result is not a Convex value: {e}")))
+}
+
+fn parse_args<A: Args>(args: Value) -> Result<A, FnError> {
+    A::from_args(args).map_err(|e| FnError::ArgumentValidation(e.to_string()))
+}
+
 impl App {
     pub fn new() -> App {
-        todo!()
+        App {
+            functions: BTreeMap::new(),
+            routes: Vec::new(),
+            crons: Vec::new(),
+        }
     }
 
-    pub fn query<A, R, F>(&mut self, _path: &str, _handler: F) -> &mut FunctionSpec
+    fn register(
+        &mut self,
+        path: &str,
+        kind: FunctionKind,
+        visibility: Visibility,
+        args: Option<Validator>,
+        handler: Handler,
+    ) -> &mut FunctionSpec {
+        let canonical =
+            canonicalize_path(path).unwrap_or_else(|e| panic!("registering `{path}`: {e}"));
+        if self.functions.contains_key(&canonical) {
+            panic!("function `{canonical}` is registered twice");
+        }
+        let spec = FunctionSpec {
+            path: canonical.clone(),
+            kind,
+            visibility,
+            args,
+            returns: None,
+            handler,
+        };
+        self.functions.entry(canonical).or_insert(spec)
+    }
+
+    fn add_query<A, R, F>(
+        &mut self,
+        path: &str,
+        visibility: Visibility,
+        handler: F,
+    ) -> &mut FunctionSpec
     where
         A: Args,
         R: Serialize,
         F: Fn(&QueryCtx, A) -> Result<R, FnError> + Send + Sync + 'static,
     {
-        todo!()
+        let erased: QueryHandler =
+            Box::new(move |ctx, args| to_result_value(handler(ctx, parse_args::<A>(args)?)?));
+        self.register(
+            path,
+            FunctionKind::Query,
+            visibility,
+            A::validator(),
+            Handler::Query(erased),
+        )
     }
-    pub fn internal_query<A, R, F>(&mut self, _path: &str, _handler: F) -> &mut FunctionSpec
-    where
-        A: Args,
-        R: Serialize,
-        F: Fn(&QueryCtx, A) -> Result<R, FnError> + Send + Sync + 'static,
-    {
-        todo!()
-    }
-    pub fn mutation<A, R, F>(&mut self, _path: &str, _handler: F) -> &mut FunctionSpec
+
+    fn add_mutation<A, R, F>(
+        &mut self,
+        path: &str,
+        visibility: Visibility,
+        handler: F,
+    ) -> &mut FunctionSpec
     where
         A: Args,
         R: Serialize,
         F: Fn(&MutationCtx, A) -> Result<R, FnError> + Send + Sync + 'static,
     {
-        todo!()
+        let erased: MutationHandler =
+            Box::new(move |ctx, args| to_result_value(handler(ctx, parse_args::<A>(args)?)?));
+        self.register(
+            path,
+            FunctionKind::Mutation,
+            visibility,
+            A::validator(),
+            Handler::Mutation(erased),
+        )
     }
-    pub fn internal_mutation<A, R, F>(&mut self, _path: &str, _handler: F) -> &mut FunctionSpec
-    where
-        A: Args,
-        R: Serialize,
-        F: Fn(&MutationCtx, A) -> Result<R, FnError> + Send + Sync + 'static,
-    {
-        todo!()
-    }
-    pub fn action<A, R, F, Fut>(&mut self, _path: &str, _handler: F) -> &mut FunctionSpec
+
+    fn add_action<A, R, F, Fut>(
+        &mut self,
+        path: &str,
+        visibility: Visibility,
+        handler: F,
+    ) -> &mut FunctionSpec
     where
         A: Args,
         R: Serialize,
         F: Fn(ActionCtx, A) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, FnError>> + Send + 'static,
     {
-        todo!()
+        let erased: ActionHandler = Box::new(move |ctx, args| match parse_args::<A>(args) {
+            Ok(args) => {
+                let fut = handler(ctx, args);
+                Box::pin(async move { to_result_value(fut.await?) })
+            }
+            Err(e) => Box::pin(async move { Err(e) }),
+        });
+        self.register(
+            path,
+            FunctionKind::Action,
+            visibility,
+            A::validator(),
+            Handler::Action(erased),
+        )
     }
-    pub fn internal_action<A, R, F, Fut>(&mut self, _path: &str, _handler: F) -> &mut FunctionSpec
+
+    pub fn query<A, R, F>(&mut self, path: &str, handler: F) -> &mut FunctionSpec
+    where
+        A: Args,
+        R: Serialize,
+        F: Fn(&QueryCtx, A) -> Result<R, FnError> + Send + Sync + 'static,
+    {
+        self.add_query(path, Visibility::Public, handler)
+    }
+    pub fn internal_query<A, R, F>(&mut self, path: &str, handler: F) -> &mut FunctionSpec
+    where
+        A: Args,
+        R: Serialize,
+        F: Fn(&QueryCtx, A) -> Result<R, FnError> + Send + Sync + 'static,
+    {
+        self.add_query(path, Visibility::Internal, handler)
+    }
+    pub fn mutation<A, R, F>(&mut self, path: &str, handler: F) -> &mut FunctionSpec
+    where
+        A: Args,
+        R: Serialize,
+        F: Fn(&MutationCtx, A) -> Result<R, FnError> + Send + Sync + 'static,
+    {
+        self.add_mutation(path, Visibility::Public, handler)
+    }
+    pub fn internal_mutation<A, R, F>(&mut self, path: &str, handler: F) -> &mut FunctionSpec
+    where
+        A: Args,
+        R: Serialize,
+        F: Fn(&MutationCtx, A) -> Result<R, FnError> + Send + Sync + 'static,
+    {
+        self.add_mutation(path, Visibility::Internal, handler)
+    }
+    pub fn action<A, R, F, Fut>(&mut self, path: &str, handler: F) -> &mut FunctionSpec
     where
         A: Args,
         R: Serialize,
         F: Fn(ActionCtx, A) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, FnError>> + Send + 'static,
     {
-        todo!()
+        self.add_action(path, Visibility::Public, handler)
+    }
+    pub fn internal_action<A, R, F, Fut>(&mut self, path: &str, handler: F) -> &mut FunctionSpec
+    where
+        A: Args,
+        R: Serialize,
+        F: Fn(ActionCtx, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, FnError>> + Send + 'static,
+    {
+        self.add_action(path, Visibility::Internal, handler)
     }
     /// An HTTP action. It gets an [`ActionCtx`] (runQuery/runMutation/runAction/auth/scheduler)
     /// and the request; an `Err` becomes HTTP 500 with a request id.
-    pub fn http_route<F, Fut>(&mut self, _route: Route, _handler: F)
+    pub fn http_route<F, Fut>(&mut self, route: Route, handler: F)
     where
         F: Fn(ActionCtx, HttpRequest) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<HttpResponse, FnError>> + Send + 'static,
     {
-        todo!()
+        match &route.path {
+            RoutePath::Exact(p) => assert!(
+                p.starts_with('/'),
+                "HTTP route path `{p}` must start with `/`"
+            ),
+            RoutePath::Prefix(p) => {
+                assert!(
+                    p.starts_with('/') && p.ends_with('/'),
+                    "HTTP route prefix `{p}` must start and end with `/`"
+                )
+            }
+        }
+        assert!(
+            !self
+                .routes
+                .iter()
+                .any(|r| r.route.path == route.path && r.route.method == route.method),
+            "HTTP route {} {:?} is registered twice",
+            route.method,
+            route.path
+        );
+        let handler: HttpHandler = Arc::new(move |ctx, request| Box::pin(handler(ctx, request)));
+        self.routes.push(HttpRoute { route, handler });
     }
     /// A named cron running the internal (or public) mutation/action at `path` with `args`.
-    pub fn cron(&mut self, _name: &str, _schedule: CronSchedule, _path: &str, _args: Value) {
-        todo!()
+    pub fn cron(&mut self, name: &str, schedule: CronSchedule, path: &str, args: Value) {
+        let canonical = canonicalize_path(path).unwrap_or_else(|e| panic!("cron `{name}`: {e}"));
+        if let Err(e) = schedule.next_after(0.0) {
+            panic!("cron `{name}`: {e}");
+        }
+        assert!(
+            !self.crons.iter().any(|c| c.name == name),
+            "cron `{name}` is declared twice"
+        );
+        self.crons.push(CronSpec {
+            name: name.to_string(),
+            schedule,
+            path: canonical,
+            args,
+        });
     }
+
+    /// The registered functions, by canonical path.
+    pub fn functions(&self) -> impl Iterator<Item = &FunctionSpec> {
+        self.functions.values()
+    }
+    /// The declared crons.
+    pub fn crons(&self) -> &[CronSpec] {
+        &self.crons
+    }
+}
+
+/// Find the HTTP route for `method` and `path`: an exact match first, then the longest prefix.
+/// HEAD is served by GET routes.
+pub(crate) fn match_route<'r>(
+    routes: &'r [HttpRoute],
+    method: &http::Method,
+    path: &str,
+) -> Option<&'r HttpRoute> {
+    let method = if method == http::Method::HEAD {
+        &http::Method::GET
+    } else {
+        method
+    };
+    let same_method = || routes.iter().filter(move |r| &r.route.method == method);
+    if let Some(exact) =
+        same_method().find(|r| matches!(&r.route.path, RoutePath::Exact(p) if p == path))
+    {
+        return Some(exact);
+    }
+    same_method()
+        .filter_map(|r| match &r.route.path {
+            RoutePath::Prefix(prefix) if path.starts_with(prefix.as_str()) => {
+                Some((prefix.len(), r))
+            }
+            _ => None,
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, r)| r)
 }
