@@ -78,6 +78,7 @@ export function openClient(server, opts = {}) {
   client.authChanges = [];
   client.label = opts.label ?? "client";
   client.describe = () => describeClient(client);
+  client.watches = new Set();
   const fetchToken = opts.fetchToken ?? (opts.token !== undefined ? async () => opts.token : undefined);
   if (fetchToken) {
     client.authChanged = new Promise((resolve) => {
@@ -114,6 +115,8 @@ export class Watch {
     this.latest = undefined;
     this.firstValueAt = null;
     this.waiters = new Set();
+    this.timers = new Set();
+    client.watches?.add(this);
     this.sub = client.onUpdate(
       udfPath,
       args,
@@ -164,10 +167,12 @@ export class Watch {
         const r = check();
         if (!r.done) return;
         clearTimeout(timer);
+        this.timers.delete(timer);
         this.waiters.delete(waiter);
         resolve(r.value);
       };
       timer = setTimeout(() => {
+        this.timers.delete(timer);
         this.waiters.delete(waiter);
         reject(
           new Error(
@@ -176,12 +181,20 @@ export class Watch {
           ),
         );
       }, timeoutMs);
+      this.timers.add(timer);
       this.waiters.add(waiter);
     });
   }
 
+  /** Drops pending waits (they never settle) so their timers do not keep node alive. */
+  cancelWaits() {
+    for (const timer of this.timers) clearTimeout(timer);
+    this.timers.clear();
+    this.waiters.clear();
+  }
+
   unsubscribe() {
-    for (const waiter of this.waiters) this.waiters.delete(waiter);
+    this.cancelWaits();
     this.sub.unsubscribe();
   }
 }
@@ -215,6 +228,7 @@ export async function syncMetrics(server, { adminKey = server.adminKey } = {}) {
 
 /** Closes every client (ignoring ones already closed) so node can exit. */
 export async function closeAll(clients) {
+  for (const c of clients) for (const w of c.watches ?? []) w.cancelWaits();
   await Promise.allSettled([...clients].map((c) => (c.closed ? undefined : c.close())));
 }
 
@@ -236,4 +250,13 @@ export async function forEachLimited(items, limit, fn) {
     }
   });
   await Promise.all(workers);
+}
+
+/** `promise`, or a rejection with `message()` after `ms` (the timer is cleared either way). */
+export function withTimeout(promise, ms, message) {
+  let timer = null;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${message()}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
