@@ -31,6 +31,9 @@ pub use registry::{
 };
 
 pub use scheduler::JobState;
+/// `#[derive(Args)]`: the argument struct's fields become its validator (same name as the trait,
+/// in the macro namespace).
+pub use tickethub_macros::Args;
 pub use tickethub_store::{Order, Timestamp};
 pub use tickethub_value::validator::v;
 pub use tickethub_value::{Object, Validator, Value};

@@ -1,0 +1,181 @@
+//! The notes example: a small app of our own on the tickethub runtime, separate from Ticket Hub
+//! and written against the runtime's public API only, the way an outside user would.
+//!
+//! Run it:
+//!
+//! ```text
+//! cargo run -p notes-example --bin notes-server -- serve --data-dir /tmp/notes
+//! ```
+//!
+//! then call it with the official client, e.g.
+//! `new ConvexHttpClient("http://127.0.0.1:3210").mutation(api.notes.add, {text: "hi"})`,
+//! or `curl http://127.0.0.1:3211/hello`.
+//!
+//! What it shows: typed argument structs whose validators come from `#[derive(Args)]`;
+//! queries reading by index and by id; a mutation returning the new id; a `ConvexError` with
+//! data; captured log lines; an internal query (hidden from clients); an action calling a
+//! mutation; HTTP actions with an exact route, a prefix route and the caller's identity.
+//! `notes:echo` returns its argument unchanged, so clients can check that every Convex value
+//! type (int64, bytes, NaN, -0...) survives a round trip.
+
+use serde::{Deserialize, Serialize};
+use tickethub_runtime::{
+    ActionCtx, App, Args, Doc, FnError, HttpRequest, HttpResponse, LogLevel, MutationCtx, NoArgs,
+    QueryCtx, Route, Value,
+};
+
+/// The tables and indexes of this app.
+pub const SCHEMA: &str = include_str!("../schema.toml");
+
+/// `notes:echo` takes any value and returns it as it came.
+#[derive(Deserialize, Args)]
+struct Echo {
+    value: Value,
+}
+
+/// A new note; also the shape stored in the `notes` table. Absent optional fields are left out
+/// of the document rather than stored as null.
+#[derive(Deserialize, Serialize, Args)]
+struct NewNote {
+    text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tags: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    author: Option<String>,
+}
+
+#[derive(Deserialize, Args)]
+struct ById {
+    #[arg(id = "notes")]
+    id: String,
+}
+
+#[derive(Deserialize, Args)]
+struct ByAuthor {
+    author: String,
+}
+
+#[derive(Deserialize, Args)]
+struct Text {
+    text: String,
+}
+
+/// What `notes:fail` throws, as `ConvexError` data.
+#[derive(Serialize)]
+struct Refusal {
+    code: &'static str,
+    detail: i64,
+}
+
+fn echo(_ctx: &QueryCtx, args: Echo) -> Result<Value, FnError> {
+    Ok(args.value)
+}
+
+fn add(ctx: &MutationCtx, note: NewNote) -> Result<String, FnError> {
+    ctx.db.insert("notes", &note)
+}
+
+fn list(ctx: &QueryCtx, _: NoArgs) -> Result<Vec<Doc>, FnError> {
+    ctx.db.query("notes").collect()
+}
+
+fn get(ctx: &QueryCtx, args: ById) -> Result<Option<Doc>, FnError> {
+    ctx.db.get(&args.id)
+}
+
+fn by_author(ctx: &QueryCtx, args: ByAuthor) -> Result<Vec<Doc>, FnError> {
+    ctx.db
+        .query("notes")
+        .with_index("by_author", |q| q.eq("author", args.author))
+        .collect()
+}
+
+fn fail(_ctx: &MutationCtx, _: NoArgs) -> Result<(), FnError> {
+    Err(FnError::with_data(
+        "nope",
+        Refusal {
+            code: "NOPE",
+            detail: 42,
+        },
+    ))
+}
+
+fn logs(ctx: &QueryCtx, _: NoArgs) -> Result<(), FnError> {
+    ctx.log(LogLevel::Log, "hello");
+    ctx.log(LogLevel::Warn, "careful");
+    Ok(())
+}
+
+fn count(ctx: &QueryCtx, _: NoArgs) -> Result<f64, FnError> {
+    Ok(ctx.db.query("notes").collect()?.len() as f64)
+}
+
+async fn add_via_action(ctx: ActionCtx, args: Text) -> Result<String, FnError> {
+    let note = NewNote {
+        text: args.text,
+        tags: None,
+        author: None,
+    };
+    ctx.run_mutation("notes:add", note).await
+}
+
+fn throws(_ctx: &QueryCtx, _: NoArgs) -> Result<(), FnError> {
+    Err(FnError::msg("boom"))
+}
+
+fn response(
+    status: http::StatusCode,
+    content_type: &str,
+    body: impl Into<bytes::Bytes>,
+) -> Result<HttpResponse, FnError> {
+    http::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .body(body.into())
+        .map_err(|e| FnError::Internal(e.to_string()))
+}
+
+async fn hello(_ctx: ActionCtx, _request: HttpRequest) -> Result<HttpResponse, FnError> {
+    response(
+        http::StatusCode::OK,
+        "text/plain; charset=utf-8",
+        "hello from notes",
+    )
+}
+
+async fn echo_body(_ctx: ActionCtx, request: HttpRequest) -> Result<HttpResponse, FnError> {
+    let content_type = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    response(http::StatusCode::OK, &content_type, request.into_body())
+}
+
+async fn whoami(ctx: ActionCtx, _request: HttpRequest) -> Result<HttpResponse, FnError> {
+    // A bad token makes this fail, and the failure becomes a 500 response.
+    let identity = ctx.auth.get_user_identity()?;
+    let json = serde_json::to_string(&identity).map_err(|e| FnError::Internal(e.to_string()))?;
+    response(http::StatusCode::OK, "application/json", json)
+}
+
+/// The app: every function and route of the example.
+pub fn app() -> App {
+    let mut app = App::new();
+    app.query("notes:echo", echo);
+    app.mutation("notes:add", add);
+    app.query("notes:list", list);
+    app.query("notes:get", get);
+    app.query("notes:byAuthor", by_author);
+    app.mutation("notes:fail", fail);
+    app.query("notes:logs", logs);
+    app.internal_query("notes:count", count);
+    app.action("notes:addViaAction", add_via_action);
+    app.query("notes:throws", throws);
+
+    app.http_route(Route::exact(http::Method::GET, "/hello"), hello);
+    app.http_route(Route::prefix(http::Method::POST, "/echo/"), echo_body);
+    app.http_route(Route::exact(http::Method::GET, "/whoami"), whoami);
+    app
+}
