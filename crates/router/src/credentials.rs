@@ -21,6 +21,10 @@ pub enum AuthFailureKind {
     Unauthenticated,
     /// No configured provider matches the token's issuer and audience (or auth is off).
     NoAuthProvider,
+    /// Not a JWT at all (answered like a malformed `Authorization` header).
+    MalformedToken,
+    /// The provider's signing keys could not be fetched.
+    ProviderUnavailable,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +116,8 @@ async fn resolve_strict(
                 let code = match failure.kind {
                     AuthFailureKind::Unauthenticated => ErrorCode::Unauthenticated,
                     AuthFailureKind::NoAuthProvider => ErrorCode::NoAuthProvider,
+                    AuthFailureKind::MalformedToken => ErrorCode::InvalidAuthHeader,
+                    AuthFailureKind::ProviderUnavailable => ErrorCode::AuthProviderDiscoveryFailed,
                 };
                 Err(ApiError::new(code, failure.message))
             }

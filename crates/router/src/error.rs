@@ -31,6 +31,8 @@ pub enum ErrorCode {
     Unauthenticated,
     /// The token names an issuer/audience no configured provider accepts (or auth is off).
     NoAuthProvider,
+    /// The token's provider could not be reached for its signing keys.
+    AuthProviderDiscoveryFailed,
     /// `Authorization: Convex <key>` with a key that is not this deployment's.
     BadAdminKey,
     /// The endpoint needs the admin key and none was given.
@@ -59,6 +61,7 @@ impl ErrorCode {
             ErrorCode::InvalidAuthHeader => "InvalidAuthHeader",
             ErrorCode::Unauthenticated => "Unauthenticated",
             ErrorCode::NoAuthProvider => "NoAuthProvider",
+            ErrorCode::AuthProviderDiscoveryFailed => "AuthProviderDiscoveryFailed",
             ErrorCode::BadAdminKey => "BadAdminKey",
             ErrorCode::AdminKeyRequired => "AdminKeyRequired",
             ErrorCode::InvalidValue => "InvalidValue",
@@ -82,6 +85,7 @@ impl ErrorCode {
             ErrorCode::InvalidAuthHeader
             | ErrorCode::Unauthenticated
             | ErrorCode::NoAuthProvider
+            | ErrorCode::AuthProviderDiscoveryFailed
             | ErrorCode::AdminKeyRequired => StatusCode::UNAUTHORIZED,
             ErrorCode::BadAdminKey => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,

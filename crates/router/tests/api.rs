@@ -84,7 +84,7 @@ async fn function_errors_are_200_with_status_error() {
     assert_eq!(json["status"], "error");
     assert_eq!(
         json["errorData"],
-        serde_json::json!({"code":"SoldOut","left":0}),
+        serde_json::json!({"code":"SoldOut","left":0.0}),
         "{json}"
     );
     server.stop().await;

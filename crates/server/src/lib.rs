@@ -1,1 +1,78 @@
-//! placeholder
+//! The `tickethub` binary as a library: CLI, configuration, start-up and graceful shutdown.
+//! `main_with` is shared by the `tickethub` binary (the Ticket Hub app) and by any other app built
+//! on the runtime (see `examples/notes`).
+//!
+//! Module map:
+//! - [`cli`]: the command line (`tickethub serve --port ... --data-dir ...`).
+//! - [`server`]: [`Server`]: open the store, start the runtime, bind both listeners, and shut all of
+//!   it down in order.
+//! - [`auth_bridge`]: the router's `Authenticator` over the auth crate (Clerk JWTs, admin key).
+//!
+//! Start-up order matters: listeners are bound before the store is opened, so a port in use fails
+//! fast without touching the data; the store is opened (and a schema the data violates refused)
+//! before anything is served.
+
+pub mod auth_bridge;
+pub mod cli;
+pub mod server;
+
+pub use cli::{Cli, Command, ServeArgs};
+pub use server::{AdminKeySource, Server, ServerOptions};
+
+use clap::Parser;
+use tickethub_runtime::App;
+
+/// Parse the command line, run the server until SIGINT/SIGTERM, shut down cleanly.
+pub fn main_with(app: App, default_schema_toml: &'static str) -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    let args = match cli.command {
+        Some(Command::Serve(args)) => args,
+        None => ServeArgs::parse_from(["serve"]),
+    };
+    let options = args.into_options(default_schema_toml)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tickethub")
+        .build()?;
+    runtime.block_on(async move {
+        let server = Server::start(app, options).await?;
+        server.print_summary();
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        server.shutdown().await
+    })
+}
+
+/// `RUST_LOG` decides; `info` when unset.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM ({e}); stop with Ctrl-C");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

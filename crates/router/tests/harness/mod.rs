@@ -96,7 +96,7 @@ pub fn test_app() -> App {
         |_ctx, _: NoArgs| -> Result<(), FnError> {
             Err(FnError::with_data(
                 "",
-                serde_json::json!({ "code": "SoldOut", "left": 0 }),
+                serde_json::json!({ "code": "SoldOut", "left": 0.0 }),
             ))
         },
     );

@@ -1,0 +1,94 @@
+//! The command line.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use tickethub_runtime::Clock;
+
+use crate::server::{AdminKeySource, SchemaSource, ServerOptions};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tickethub",
+    version,
+    about = "A Convex-compatible backend for Ticket Hub"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the API (function calls, sync) and the site (HTTP actions).
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// API port: /api/*, /http/*, /instance_name.
+    #[arg(long, default_value_t = 3210)]
+    pub port: u16,
+    /// Site port: HTTP actions at every path.
+    #[arg(long, default_value_t = 3211)]
+    pub site_port: u16,
+    /// Address both ports listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Where the database and the generated admin key live.
+    #[arg(long, default_value = "./tickethub-data")]
+    pub data_dir: PathBuf,
+    /// The admin key (`Authorization: Convex <key>`). Without it (and without the env var) a key
+    /// is generated once, kept in the data dir and printed at start-up.
+    #[arg(long, env = "TICKETHUB_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// A schema.toml to use instead of the one built into the binary.
+    #[arg(long)]
+    pub schema: Option<PathBuf>,
+    /// Let tests move time forward: enables POST /api/test/advance_time (admin only).
+    #[arg(long)]
+    pub test_clock: bool,
+}
+
+impl ServeArgs {
+    /// For `tickethub` with no subcommand.
+    pub fn parse_from<I, T>(args: I) -> ServeArgs
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        Only::parse_from(args).args
+    }
+
+    pub fn into_options(self, default_schema_toml: &'static str) -> anyhow::Result<ServerOptions> {
+        let schema = match self.schema {
+            Some(path) => SchemaSource::File(path),
+            None => SchemaSource::Embedded(default_schema_toml),
+        };
+        let admin_key = match self.admin_key {
+            Some(key) => AdminKeySource::Given(key),
+            None => AdminKeySource::DataDir,
+        };
+        Ok(ServerOptions {
+            host: self.host,
+            port: self.port,
+            site_port: self.site_port,
+            data_dir: self.data_dir,
+            admin_key,
+            schema,
+            clock: if self.test_clock {
+                Clock::Test
+            } else {
+                Clock::System
+            },
+            env: std::env::vars().collect(),
+            auth: crate::server::AuthSource::Environment,
+        })
+    }
+}

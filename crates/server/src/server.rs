@@ -1,0 +1,266 @@
+//! [`Server`]: everything between "options parsed" and "listening", and back down again.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tickethub_auth::{AdminKey, AdminKeyOrigin, AuthConfig, TokenVerifier};
+use tickethub_router::{AppState, GracePeriod, RouterConfig, Surface};
+use tickethub_runtime::{App, Clock, Runtime, RuntimeConfig};
+use tickethub_store::{Schema, Store, StoreOptions};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::auth_bridge::ClerkAuthenticator;
+
+/// How long in-flight requests, then in-flight scheduled jobs, get to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Environment variable the Ticket Hub webhook endpoint needs.
+const WEBHOOK_SECRET_ENV: &str = "CLERK_WEBHOOK_SECRET";
+
+#[derive(Clone, Debug)]
+pub enum SchemaSource {
+    /// Built into the binary.
+    Embedded(&'static str),
+    /// `--schema <path>`.
+    File(PathBuf),
+    /// Given directly (tests, embedding).
+    Text(String),
+}
+
+#[derive(Clone, Debug)]
+pub enum AdminKeySource {
+    /// `--admin-key` / `TICKETHUB_ADMIN_KEY`.
+    Given(String),
+    /// Load `<data dir>/admin_key`, creating it on first start.
+    DataDir,
+}
+
+#[derive(Clone, Debug)]
+pub enum AuthSource {
+    /// `CLERK_JWT_ISSUER_DOMAIN` from [`ServerOptions::env`]; unset means auth is off.
+    Environment,
+    Config(AuthConfig),
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    pub host: IpAddr,
+    /// 0 picks a free port (see [`Server::api_addr`]).
+    pub port: u16,
+    pub site_port: u16,
+    pub data_dir: PathBuf,
+    pub admin_key: AdminKeySource,
+    pub schema: SchemaSource,
+    pub clock: Clock,
+    /// Given to functions (`ctx.env`) and read for auth configuration.
+    pub env: BTreeMap<String, String>,
+    pub auth: AuthSource,
+}
+
+/// A running server. Dropping it without [`Server::shutdown`] leaves the tasks running.
+pub struct Server {
+    pub api_addr: SocketAddr,
+    pub site_addr: SocketAddr,
+    admin_key: AdminKey,
+    /// Set when the key came from (or was written to) the data dir, to tell the operator.
+    admin_key_file: Option<(AdminKeyOrigin, PathBuf)>,
+    data_dir: PathBuf,
+    runtime: Runtime,
+    stop: watch::Sender<bool>,
+    listeners: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    pub async fn start(app: App, options: ServerOptions) -> anyhow::Result<Server> {
+        let schema_text = match &options.schema {
+            SchemaSource::Embedded(text) => text.to_string(),
+            SchemaSource::Text(text) => text.clone(),
+            SchemaSource::File(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("could not read the schema file {}", path.display()))?,
+        };
+        let mut schema = Schema::from_toml(&schema_text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for table in Runtime::system_tables() {
+            schema.add_system_table(table);
+        }
+
+        std::fs::create_dir_all(&options.data_dir).with_context(|| {
+            format!(
+                "could not create the data directory {}",
+                options.data_dir.display()
+            )
+        })?;
+        let (admin_key, admin_key_file) = match &options.admin_key {
+            AdminKeySource::Given(key) => (
+                AdminKey::from_string(key).map_err(|e| anyhow::anyhow!("{e}"))?,
+                None,
+            ),
+            AdminKeySource::DataDir => {
+                let loaded = AdminKey::load_or_create(&options.data_dir)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                (loaded.key, Some((loaded.origin, loaded.path)))
+            }
+        };
+
+        let auth_config = match &options.auth {
+            AuthSource::Config(config) => config.clone(),
+            AuthSource::Environment => {
+                AuthConfig::from_env_lookup(|name| options.env.get(name).cloned())
+                    .map_err(|e| anyhow::anyhow!("auth configuration: {e}"))?
+            }
+        };
+        if let Some(warning) = auth_config.startup_warning() {
+            tracing::warn!("{warning}");
+        }
+        for provider in auth_config.describe_providers() {
+            tracing::info!("auth provider: {provider}");
+        }
+        if !options.env.contains_key(WEBHOOK_SECRET_ENV) {
+            tracing::warn!(
+                "{WEBHOOK_SECRET_ENV} is not set: Clerk webhook deliveries cannot be verified and the webhook endpoint answers 500."
+            );
+        }
+        let verifier = TokenVerifier::new(auth_config)
+            .map_err(|e| anyhow::anyhow!("auth configuration: {e}"))?;
+        let auth_enabled = verifier.is_enabled();
+
+        // Bind before opening the store: a port in use should fail before the data is touched.
+        let api_listener = bind(options.host, options.port, "API").await?;
+        let site_listener = bind(options.host, options.site_port, "site").await?;
+        let api_addr = api_listener.local_addr()?;
+        let site_addr = site_listener.local_addr()?;
+
+        let store_dir = options.data_dir.clone();
+        let store = tokio::task::spawn_blocking(move || {
+            Store::open(&store_dir, schema, StoreOptions::default())
+        })
+        .await
+        .context("opening the store")?
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "could not open the database in {}: {e}",
+                options.data_dir.display()
+            )
+        })?;
+
+        let runtime = Runtime::new(
+            app,
+            store,
+            RuntimeConfig {
+                clock: options.clock,
+                auth_enabled,
+                env: options.env.clone(),
+            },
+        );
+        runtime.start_background();
+
+        let state = AppState::new(
+            runtime.clone(),
+            Arc::new(ClerkAuthenticator {
+                verifier,
+                admin_key: admin_key.clone(),
+            }),
+            RouterConfig {
+                clock: options.clock,
+                ..RouterConfig::default()
+            },
+        );
+        let (stop, stop_rx) = watch::channel(false);
+        let listeners = [(api_listener, Surface::Api), (site_listener, Surface::Site)]
+            .into_iter()
+            .map(|(listener, surface)| {
+                let mut stop_rx = stop_rx.clone();
+                let stopped = async move {
+                    let _ = stop_rx.wait_for(|stopped| *stopped).await;
+                };
+                tokio::spawn(tickethub_router::serve(
+                    listener,
+                    surface,
+                    state.clone(),
+                    stopped,
+                    GracePeriod(SHUTDOWN_GRACE),
+                ))
+            })
+            .collect();
+        Ok(Server {
+            api_addr,
+            site_addr,
+            admin_key,
+            admin_key_file,
+            data_dir: options.data_dir,
+            runtime,
+            stop,
+            listeners,
+        })
+    }
+
+    pub fn admin_key(&self) -> &str {
+        self.admin_key.as_str()
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// The start-up lines an operator reads (stdout, so scripts can pick up the ports).
+    pub fn print_summary(&self) {
+        if let Some((origin, path)) = &self.admin_key_file {
+            let how = match origin {
+                AdminKeyOrigin::Created => "generated and saved in",
+                AdminKeyOrigin::Loaded => "from",
+            };
+            println!(
+                "tickethub admin key: {} ({how} {})",
+                self.admin_key.as_str(),
+                path.display()
+            );
+        }
+        println!(
+            "tickethub listening: api http://{}, site http://{}, data {}",
+            self.api_addr,
+            self.site_addr,
+            self.data_dir.display()
+        );
+    }
+
+    /// Stop accepting, let in-flight requests finish (bounded), stop the scheduler and crons, and
+    /// close the store (checkpointing its log).
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        for listener in self.listeners {
+            if let Err(e) = listener.await {
+                tracing::warn!("a listener task ended abnormally: {e}");
+            }
+        }
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.runtime.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("scheduled jobs still running after {SHUTDOWN_GRACE:?}; closing anyway");
+        }
+        let runtime = self.runtime.clone();
+        tokio::task::spawn_blocking(move || runtime.store().close())
+            .await
+            .context("closing the store")?
+            .map_err(|e| anyhow::anyhow!("could not close the database cleanly: {e}"))?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn bind(host: IpAddr, port: u16, what: &str) -> anyhow::Result<TcpListener> {
+    let addr = SocketAddr::new(host, port);
+    TcpListener::bind(addr).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            " (is another tickethub running? choose another with --port / --site-port)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("could not listen on {addr} for the {what} port: {e}{hint}")
+    })
+}
