@@ -191,8 +191,10 @@ describe("live queries over the WebSocket sync protocol", { timeout: 30 * MINUTE
       const switched = new Promise((resolve) => client.setAuth(async () => tokenB, resolve));
       assert.equal(await withTimeout(switched, 60_000, () => `no onChange after switching tokens\n${client.describe()}`), true);
       await current.until((v) => v?.userId === b, { what: "users:current = Bob after setAuth" });
-      client.client.clearAuth();
-      await current.until((v) => v === null, { what: "users:current = null after clearAuth" });
+      // Signing out the public way: a fetcher that has no token.
+      const signedOut = new Promise((resolve) => client.setAuth(async () => null, resolve));
+      assert.equal(await withTimeout(signedOut, 60_000, () => `no onChange after signing out\n${client.describe()}`), false);
+      await current.until((v) => v === null, { what: "users:current = null after signing out" });
     }));
   });
 
