@@ -44,7 +44,11 @@ fn wait_for_listening(child: &mut Child) -> (Vec<String>, SocketAddr) {
 
 fn get(addr: SocketAddr, path: &str) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut reply = String::new();
     stream.read_to_string(&mut reply).unwrap();
     reply
@@ -52,16 +56,26 @@ fn get(addr: SocketAddr, path: &str) -> String {
 
 fn stderr_of(child: &mut Child) -> String {
     let mut text = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut text).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
     text
 }
 
 #[test]
 fn starts_prints_its_key_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tickethub(dir.path(), &["--port", "0", "--site-port", "0"]).spawn().unwrap();
+    let mut child = tickethub(dir.path(), &["--port", "0", "--site-port", "0"])
+        .spawn()
+        .unwrap();
     let (lines, api) = wait_for_listening(&mut child);
-    let key_line = lines.iter().find(|l| l.starts_with("tickethub admin key: ")).expect("admin key printed");
+    let key_line = lines
+        .iter()
+        .find(|l| l.starts_with("tickethub admin key: "))
+        .expect("admin key printed");
     let stored = std::fs::read_to_string(dir.path().join("admin_key")).unwrap();
     assert!(key_line.contains(stored.trim()), "{key_line} vs {stored}");
 
@@ -69,19 +83,35 @@ fn starts_prints_its_key_and_stops_cleanly_on_sigterm() {
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(reply.ends_with("tickethub"), "{reply}");
 
-    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     assert!(status.success());
     let exit = child.wait().unwrap();
     let stderr = stderr_of(&mut child);
     assert!(exit.success(), "exit {exit:?}: {stderr}");
-    assert!(stderr.contains("auth") || stderr.contains("Authentication"), "auth-off warning expected: {stderr}");
-    assert!(stderr.contains("CLERK_WEBHOOK_SECRET"), "webhook secret warning expected: {stderr}");
+    assert!(
+        stderr.contains("auth") || stderr.contains("Authentication"),
+        "auth-off warning expected: {stderr}"
+    );
+    assert!(
+        stderr.contains("CLERK_WEBHOOK_SECRET"),
+        "webhook secret warning expected: {stderr}"
+    );
 
     // The second start reuses the stored key.
-    let mut child = tickethub(dir.path(), &["--port", "0", "--site-port", "0"]).spawn().unwrap();
+    let mut child = tickethub(dir.path(), &["--port", "0", "--site-port", "0"])
+        .spawn()
+        .unwrap();
     let (lines, _) = wait_for_listening(&mut child);
     assert!(lines.iter().any(|l| l.contains(stored.trim())), "{lines:?}");
-    Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap();
+    Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     assert!(child.wait().unwrap().success());
 }
 
@@ -90,10 +120,15 @@ fn a_port_in_use_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let output = tickethub(dir.path(), &["--port", &port, "--site-port", "0"]).output().unwrap();
+    let output = tickethub(dir.path(), &["--port", &port, "--site-port", "0"])
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains(&format!("could not listen on 127.0.0.1:{port}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("could not listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
@@ -110,7 +145,10 @@ impl Args for Note {
 
 fn notes_app() -> App {
     let mut app = App::new();
-    app.mutation("notes:add", |ctx, note: Note| ctx.db.insert("notes", serde_json::json!({ "body": note.body })));
+    app.mutation("notes:add", |ctx, note: Note| {
+        ctx.db
+            .insert("notes", serde_json::json!({ "body": note.body }))
+    });
     app
 }
 
@@ -132,15 +170,29 @@ fn options(data_dir: &Path, schema: &str) -> ServerOptions {
 async fn a_schema_the_data_violates_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let loose = "[tables.notes]\nfields.body = \"string\"\n";
-    let server = Server::start(notes_app(), options(dir.path(), loose)).await.unwrap();
+    let server = Server::start(notes_app(), options(dir.path(), loose))
+        .await
+        .unwrap();
     let body = br#"{"path":"notes:add","format":"json","args":[{"body":"hello"}]}"#;
     let mut stream = TcpStream::connect(server.api_addr).unwrap();
-    write!(stream, "POST /api/mutation HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+    write!(
+        stream,
+        "POST /api/mutation HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
     stream.write_all(body).unwrap();
     let mut reply = String::new();
     stream.read_to_string(&mut reply).unwrap();
     assert!(reply.contains("\"status\":\"success\""), "{reply}");
-    let id = reply.rsplit("\"value\":\"").next().unwrap().split('"').next().unwrap().to_string();
+    let id = reply
+        .rsplit("\"value\":\"")
+        .next()
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
     server.shutdown().await.unwrap();
 
     // In process: the error names the document.
@@ -154,11 +206,24 @@ async fn a_schema_the_data_violates_refuses_to_start() {
     // The binary: non-zero exit, the same message, no panic.
     let schema_path = dir.path().join("strict.toml");
     std::fs::write(&schema_path, strict).unwrap();
-    let output = tickethub(dir.path(), &["--port", "0", "--site-port", "0", "--schema", schema_path.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let output = tickethub(
+        dir.path(),
+        &[
+            "--port",
+            "0",
+            "--site-port",
+            "0",
+            "--schema",
+            schema_path.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(&id), "{stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("stack backtrace"), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("stack backtrace"),
+        "{stderr}"
+    );
 }
