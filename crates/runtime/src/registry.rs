@@ -517,7 +517,7 @@ pub(crate) fn match_route<'r>(
     } else {
         method
     };
-    let same_method = || routes.iter().filter(move |r| &r.route.method == method);
+    let same_method = || routes.iter().filter(move |r| r.route.method == *method);
     if let Some(exact) =
         same_method().find(|r| matches!(&r.route.path, RoutePath::Exact(p) if p == path))
     {
