@@ -6,7 +6,7 @@
 //! `offerExpiresAt` is still in the future.
 
 use serde::{Deserialize, Serialize};
-use tickethub_macros::Args;
+use tickethub_runtime::Args;
 use tickethub_runtime::{App, Doc, FnError, MutationCtx, NoArgs, QueryCtx, Value};
 
 use crate::auth_checks::ensure_acting_for;

@@ -2,7 +2,7 @@
 //! by the event's organizer.
 
 use serde::{Deserialize, Serialize};
-use tickethub_macros::Args;
+use tickethub_runtime::Args;
 use tickethub_runtime::{App, Doc, FnError, MutationCtx, QueryCtx, Value};
 
 use crate::auth_checks::ensure_acting_for;

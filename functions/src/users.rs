@@ -9,7 +9,7 @@
 //! those remain the single implementation.
 
 use serde::{Deserialize, Serialize};
-use tickethub_macros::Args;
+use tickethub_runtime::Args;
 use tickethub_runtime::{App, Doc, FnError, LogLevel, MutationCtx, NoArgs, QueryCtx, Value};
 
 use crate::auth_checks::{caller_user_id, ensure_acting_for};

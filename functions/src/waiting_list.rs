@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
-use tickethub_macros::Args;
+use tickethub_runtime::Args;
 use tickethub_runtime::{App, Doc, FnError, LogLevel, MutationCtx, NoArgs, Order, QueryCtx, Value};
 
 use crate::auth_checks::ensure_acting_for;
