@@ -164,7 +164,7 @@ describe("tickethub with Clerk", { timeout: 600_000 }, () => {
 
     test("validly signed JSON that is not a Clerk event", withLogs(async () => {
       const userId = newUserId();
-      for (const body of [JSON.stringify({ type: "user.created" }), "[]", "42", "null"]) {
+      for (const body of ["[]", "42", "null", "\"a string\""]) {
         const d = signDelivery(secret, null, { body });
         const r = await deliver(server.siteUrl, d.body, d.headers);
         assert.ok(r.status >= 400 && r.status < 500, `body ${body}: expected 4xx, got ${r.status} ${r.text}`);
