@@ -60,11 +60,12 @@ struct Text {
     text: String,
 }
 
-/// What `notes:fail` throws, as `ConvexError` data.
+/// What `notes:fail` throws, as `ConvexError` data. `detail` is an `f64` so clients see a
+/// plain JS number (a Rust integer would be an int64, a JS bigint).
 #[derive(Serialize)]
 struct Refusal {
     code: &'static str,
-    detail: i64,
+    detail: f64,
 }
 
 fn echo(_ctx: &QueryCtx, args: Echo) -> Result<Value, FnError> {
@@ -95,7 +96,7 @@ fn fail(_ctx: &MutationCtx, _: NoArgs) -> Result<(), FnError> {
         "nope",
         Refusal {
             code: "NOPE",
-            detail: 42,
+            detail: 42.0,
         },
     ))
 }

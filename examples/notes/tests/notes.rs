@@ -82,7 +82,7 @@ async fn notes_functions() {
         .outcome
         .unwrap_err();
     assert_eq!(e.to_string(), "nope");
-    assert_eq!(e.data().unwrap().get("detail"), Some(&Value::Int64(42)));
+    assert_eq!(e.data().unwrap().get("detail"), Some(&Value::Float64(42.0)));
 
     let logs = call(&rt, Query, "notes:logs", json!({})).await;
     assert_eq!(logs.outcome.unwrap(), Value::Null);
