@@ -48,54 +48,62 @@ fn text_response(status: StatusCode, body: &'static str) -> HttpResponse {
     response
 }
 
+/// A configuration problem: logged as an ERROR both to the function's log lines and to the
+/// server log (HTTP actions' function logs are not shown by default), answered with 500.
+fn misconfigured(ctx: &ActionCtx, message: String) -> HttpResponse {
+    tracing::error!("{message}");
+    ctx.log(LogLevel::Error, message);
+    text_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Webhook secret not configured",
+    )
+}
+
+/// A delivery that does not verify: logged as a warning, answered with 400, nothing written.
+fn refused(ctx: &ActionCtx, message: String) -> HttpResponse {
+    tracing::warn!("{message}");
+    ctx.log(LogLevel::Warn, message);
+    text_response(StatusCode::BAD_REQUEST, "Error occured")
+}
+
 async fn clerk_users_webhook(
     ctx: ActionCtx,
     request: HttpRequest,
 ) -> Result<HttpResponse, FnError> {
-    let Some(secret) = ctx
+    let secret = ctx
         .env(CLERK_WEBHOOK_SECRET_ENV)
-        .filter(|secret| !secret.trim().is_empty())
-    else {
-        ctx.log(
-            LogLevel::Error,
+        .filter(|secret| !secret.trim().is_empty());
+    let Some(secret) = secret else {
+        return Ok(misconfigured(
+            &ctx,
             format!("{CLERK_WEBHOOK_SECRET_ENV} is not configured: cannot verify Clerk webhook deliveries"),
-        );
-        return Ok(text_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Webhook secret not configured",
         ));
     };
     let verifier = match WebhookVerifier::new(&secret) {
         Ok(verifier) => verifier,
         Err(error) => {
-            ctx.log(
-                LogLevel::Error,
+            return Ok(misconfigured(
+                &ctx,
                 format!("{CLERK_WEBHOOK_SECRET_ENV} is not usable: {error}"),
-            );
-            return Ok(text_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Webhook secret not configured",
-            ));
+            ))
         }
     };
     let delivery = match verifier.verify(request.headers(), request.body()) {
         Ok(delivery) => delivery,
         Err(error) => {
-            ctx.log(
-                LogLevel::Warn,
+            return Ok(refused(
+                &ctx,
                 format!("Error verifying webhook event ({}): {error}", error.code()),
-            );
-            return Ok(text_response(StatusCode::BAD_REQUEST, "Error occured"));
+            ));
         }
     };
     let envelope: ClerkEnvelope = match serde_json::from_value(delivery.payload) {
         Ok(envelope) => envelope,
         Err(error) => {
-            ctx.log(
-                LogLevel::Warn,
+            return Ok(refused(
+                &ctx,
                 format!("Clerk webhook body is not an event envelope: {error}"),
-            );
-            return Ok(text_response(StatusCode::BAD_REQUEST, "Error occured"));
+            ))
         }
     };
     let data: Value = tickethub_value::to_value(&envelope.data)

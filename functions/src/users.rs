@@ -25,6 +25,7 @@ pub fn register(app: &mut App) {
     app.internal_mutation("users:upsertUserFromClerk", upsert_user_from_clerk);
     app.internal_mutation("users:deleteUser", delete_user);
     app.internal_mutation("users:applyClerkEvent", apply_clerk_event);
+    app.internal_mutation("users:pruneWebhookDeliveries", prune_webhook_deliveries);
     app.query("users:getUserById", get_user_by_id);
     app.query("users:current", current);
     app.mutation("users:updateUser", update_user);
@@ -409,4 +410,34 @@ fn apply_user_deletion(
         ctx.db.delete(&sync.id)?;
     }
     Ok(ClerkEventOutcome::Applied)
+}
+
+/// How long a delivery's svix-id is remembered. Svix gives up retrying after about a day; a
+/// week also covers manual replays soon after. A replay older than that is applied again, which
+/// is still safe: tombstones and `clerkSync` ordering do not expire.
+pub const DELIVERY_RETENTION_MS: f64 = 7.0 * 24.0 * 60.0 * 60.0 * 1000.0;
+
+/// Most delivery records one prune run deletes (keeps the transaction small; the cron repeats).
+pub const PRUNE_BATCH: usize = 500;
+
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct PruneResult {
+    pub deleted: f64,
+}
+
+/// Forget svix-ids older than [`DELIVERY_RETENTION_MS`], at most [`PRUNE_BATCH`] per run.
+fn prune_webhook_deliveries(ctx: &MutationCtx, _args: NoArgs) -> Result<PruneResult, FnError> {
+    let cutoff = ctx.now_ms() - DELIVERY_RETENTION_MS;
+    let old = ctx
+        .db
+        .query(WEBHOOK_DELIVERIES)
+        .with_index("by_received_at", move |q| q.lt("receivedAt", cutoff))
+        .take(PRUNE_BATCH)?;
+    for record in &old {
+        ctx.db.delete(&record.id)?;
+    }
+    Ok(PruneResult {
+        deleted: old.len() as f64,
+    })
 }

@@ -254,3 +254,34 @@ async fn upsert_directly_maps_names_and_never_touches_stripe() {
         .await;
     assert_eq!(missing, "User not found");
 }
+
+#[tokio::test]
+async fn delivery_ids_are_forgotten_after_a_week_but_tombstones_stay() {
+    let hub = Hub::new(AuthMode::Enabled);
+    hub.deliver(
+        "msg_1",
+        &event("user.created", clerk_user("user_ada", "Ada", 100)),
+    )
+    .await;
+    let deleted = event(
+        "user.deleted",
+        json!({"id": "user_ada", "object": "user", "deleted": true}),
+    );
+    hub.deliver("msg_2", &deleted).await;
+    let kept = hub.admin("users:pruneWebhookDeliveries", json!({})).await;
+    assert_eq!(common::num_field(&kept, "deleted"), 0.0);
+    hub.rt.advance_time(8.0 * 24.0 * 3_600_000.0).await.unwrap();
+    // Whether the hourly cron got there first or this run does it, afterwards nothing is left.
+    hub.admin("users:pruneWebhookDeliveries", json!({})).await;
+    let again = hub.admin("users:pruneWebhookDeliveries", json!({})).await;
+    assert_eq!(common::num_field(&again, "deleted"), 0.0);
+    // A replay of the creation is no longer recognised as a duplicate, yet it cannot resurrect.
+    let outcome = hub
+        .admin(
+            "users:applyClerkEvent",
+            json!({"svixId": "msg_1", "eventType": "user.created", "data": clerk_user("user_ada", "Ada", 100)}),
+        )
+        .await;
+    assert_eq!(str_field(&outcome, "outcome"), "tombstoned");
+    assert_eq!(user_row(&hub, "user_ada").await, Value::Null);
+}
