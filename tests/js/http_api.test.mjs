@@ -131,15 +131,23 @@ describe("notes-server HTTP API", { timeout: 300_000 }, () => {
     assert.equal(r.json.status, "success", r.text);
     assert.deepEqual(r.json.value, value);
 
-    // The plain `json` format: int64 as a number, bytes as base64 text.
+    // The plain `json` format: values are plain JSON, so `$` keys are not special there
+    // and are refused as field names.
     const plain = await server.post(
       "/api/query",
-      { path: "notes:echo", format: "json", args: [{ value: { i: { $integer: "KgAAAAAAAAA=" } } }] },
+      { path: "notes:echo", format: "json", args: [{ value: { a: [1, "x", null, true], b: 2.5 } }] },
       CLIENT_HEADERS,
     );
-    // In `json` format the args are plain JSON too, so `$integer` is not special there;
-    // what matters is that the call is answered.
     assert.equal(plain.status, 200, plain.text);
+    assert.equal(plain.json.status, "success", plain.text);
+    assert.deepEqual(plain.json.value, { a: [1, "x", null, true], b: 2.5 });
+    const dollar = await server.post(
+      "/api/query",
+      { path: "notes:echo", format: "json", args: [{ value: { $integer: "KgAAAAAAAAA=" } }] },
+      CLIENT_HEADERS,
+    );
+    const refused = (dollar.status >= 400 && dollar.json?.code) || (dollar.status === 200 && dollar.json?.status === "error");
+    assert.ok(refused, `a $ field name in json format was accepted: ${dollar.text}`);
   }));
 
   test("args as a plain object and a module with .js are accepted", withLogs(async () => {
