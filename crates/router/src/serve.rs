@@ -115,9 +115,14 @@ async fn handle_logged(
     surface: Surface,
     request: http::Request<hyper::body::Incoming>,
 ) -> http::Response<crate::ResponseBody> {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let path = request.uri().path().to_string();
+    // The request line is only copied when the debug line will be written.
+    let logged = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+        (
+            Instant::now(),
+            request.method().clone(),
+            request.uri().path().to_string(),
+        )
+    });
     // A panic in a handler must cost one request, not the connection's other requests or a
     // silent hang-up.
     let response = match AssertUnwindSafe(route(state, surface, request))
@@ -134,13 +139,15 @@ async fn handle_logged(
             ApiError::internal(format_args!("handler panicked: {what}")).into_response()
         }
     };
-    tracing::debug!(
-        surface = ?surface,
-        %method,
-        path = %path,
-        status = response.status().as_u16(),
-        micros = started.elapsed().as_micros() as u64,
-        "http request"
-    );
+    if let Some((started, method, path)) = logged {
+        tracing::debug!(
+            surface = ?surface,
+            %method,
+            path = %path,
+            status = response.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+            "http request"
+        );
+    }
     response
 }
