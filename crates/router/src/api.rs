@@ -32,6 +32,8 @@ enum Endpoint<'a> {
     AdvanceTime,
     /// `/api/sync`, `/api/<version>/sync`: the WebSocket sync endpoint.
     Sync,
+    /// `/api/sync_metrics` (admin): live-query counters.
+    SyncMetrics,
 }
 
 fn endpoint(rest: &str) -> Option<Endpoint<'_>> {
@@ -45,6 +47,7 @@ fn endpoint(rest: &str) -> Option<Endpoint<'_>> {
         "function" => Endpoint::Function,
         "test/advance_time" => Endpoint::AdvanceTime,
         "sync" => Endpoint::Sync,
+        "sync_metrics" => Endpoint::SyncMetrics,
         _ => {
             if let Some(path) = rest.strip_prefix("run/") {
                 Endpoint::Run(path)
@@ -82,10 +85,10 @@ pub async fn handle(
     let Some(endpoint) = endpoint else {
         return Err(not_found(path));
     };
-    if let Endpoint::Sync = endpoint {
-        // Hook for the WebSocket sync endpoint: a `sync` module takes the request here (connections
-        // are served with HTTP/1.1 upgrades enabled). Until it exists, the endpoint is unknown.
-        return Err(not_found(path));
+    match endpoint {
+        Endpoint::Sync => return crate::sync_endpoint::upgrade(&state, request),
+        Endpoint::SyncMetrics => return crate::sync_endpoint::metrics(&state, &request).await,
+        _ => {}
     }
     if request.method() != Method::POST {
         return Err(ApiError::new(
@@ -204,7 +207,7 @@ pub async fn handle(
             let body = serde_json::json!({ "now": now });
             Ok(json_response(StatusCode::OK, body.to_string().into_bytes()))
         }
-        Endpoint::Sync => Err(not_found(path)),
+        Endpoint::Sync | Endpoint::SyncMetrics => Err(not_found(path)),
     }
 }
 

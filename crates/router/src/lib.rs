@@ -26,6 +26,7 @@ pub mod error;
 pub mod http_action;
 pub mod serve;
 pub mod state;
+mod sync_endpoint;
 pub mod wire;
 
 use std::sync::Arc;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use tickethub_runtime::{Clock, Runtime};
+use tickethub_sync::SyncHub;
 
 use crate::credentials::Authenticator;
 
@@ -48,6 +49,8 @@ pub struct AppState {
     pub runtime: Runtime,
     pub authenticator: Arc<dyn Authenticator>,
     pub config: RouterConfig,
+    /// Live queries: every WebSocket session shares it.
+    pub sync: Arc<SyncHub>,
 }
 
 impl AppState {
@@ -56,10 +59,15 @@ impl AppState {
         authenticator: Arc<dyn Authenticator>,
         config: RouterConfig,
     ) -> Arc<AppState> {
+        let sync = SyncHub::new(
+            runtime.clone(),
+            Arc::new(crate::sync_endpoint::SocketAuth(authenticator.clone())),
+        );
         Arc::new(AppState {
             runtime,
             authenticator,
             config,
+            sync,
         })
     }
 }

@@ -174,13 +174,23 @@ impl SyncHub {
         match log.front() {
             // A full log whose oldest entry is newer than `since` may have dropped commits.
             Some(oldest) if log.len() == COMMIT_LOG_CAPACITY && oldest.ts > since => Missed::TooOld,
-            _ => Missed::Writes(log.iter().filter(|c| c.ts > since).map(|c| c.writes.clone()).collect()),
+            _ => Missed::Writes(
+                log.iter()
+                    .filter(|c| c.ts > since)
+                    .map(|c| c.writes.clone())
+                    .collect(),
+            ),
         }
     }
 
     /// Run a subscribed query, sharing the result with every other subscriber that asks for the
     /// same query as the same identity before the next commit.
-    pub async fn run_query(&self, path: &str, args: &Value, identity: &Identity) -> Arc<QueryOutcome> {
+    pub async fn run_query(
+        &self,
+        path: &str,
+        args: &Value,
+        identity: &Identity,
+    ) -> Arc<QueryOutcome> {
         let key = MemoKey {
             path: path.to_string(),
             args: args.to_convex_json().to_string(),
@@ -195,7 +205,10 @@ impl SyncHub {
                     if self.memo.len() >= MEMO_CAPACITY {
                         self.memo.clear();
                     }
-                    let fresh = Arc::new(MemoEntry { ts: latest, cell: OnceCell::new() });
+                    let fresh = Arc::new(MemoEntry {
+                        ts: latest,
+                        cell: OnceCell::new(),
+                    });
                     self.memo.insert(key, fresh.clone());
                     fresh
                 }
@@ -204,7 +217,9 @@ impl SyncHub {
         entry
             .cell
             .get_or_init(|| async {
-                self.metrics.query_executions.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .query_executions
+                    .fetch_add(1, Ordering::Relaxed);
                 Arc::new(self.execute(path, args, identity).await)
             })
             .await
@@ -218,7 +233,9 @@ impl SyncHub {
                 path: path.to_string(),
                 args: args.clone(),
                 expected_kind: Some(FunctionKind::Query),
-                caller: Caller { identity: identity.clone() },
+                caller: Caller {
+                    identity: identity.clone(),
+                },
                 read_at: ReadAt::Latest,
             })
             .await;
@@ -229,7 +246,9 @@ impl SyncHub {
             },
             log_lines: result.log_lines,
             read_set: result.read_set,
-            ts: result.ts.unwrap_or_else(|| self.runtime.store().latest_ts()),
+            ts: result
+                .ts
+                .unwrap_or_else(|| self.runtime.store().latest_ts()),
         }
     }
 }

@@ -153,7 +153,9 @@ pub fn encode_ts(ts: Timestamp) -> String {
 }
 
 pub fn decode_ts(text: &str) -> Option<Timestamp> {
-    let bytes = base64::engine::general_purpose::STANDARD.decode(text).ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()?;
     let array: [u8; 8] = bytes.try_into().ok()?;
     Some(Timestamp(u64::from_le_bytes(array)))
 }
@@ -189,25 +191,45 @@ mod tests {
             r#"{"type":"Connect","sessionId":"s","connectionCount":0,"lastCloseReason":"InitialConnect","clientTs":1724270000000}"#,
         )
         .unwrap();
-        assert!(matches!(connect, ClientMessage::Connect { connection_count: 0, .. }));
+        assert!(matches!(
+            connect,
+            ClientMessage::Connect {
+                connection_count: 0,
+                ..
+            }
+        ));
         let modify: ClientMessage = serde_json::from_str(
             r#"{"type":"ModifyQuerySet","baseVersion":0,"newVersion":1,"modifications":[{"type":"Add","queryId":0,"udfPath":"users:getUserById","args":[{"userId":"u"}],"journal":null},{"type":"Remove","queryId":3}]}"#,
         )
         .unwrap();
         match modify {
-            ClientMessage::ModifyQuerySet { modifications, .. } => assert_eq!(modifications.len(), 2),
+            ClientMessage::ModifyQuerySet { modifications, .. } => {
+                assert_eq!(modifications.len(), 2)
+            }
             other => panic!("unexpected {other:?}"),
         }
         let auth: ClientMessage =
-            serde_json::from_str(r#"{"type":"Authenticate","tokenType":"None","baseVersion":1}"#).unwrap();
-        assert!(matches!(auth, ClientMessage::Authenticate { token_type: TokenType::None, base_version: 1, .. }));
+            serde_json::from_str(r#"{"type":"Authenticate","tokenType":"None","baseVersion":1}"#)
+                .unwrap();
+        assert!(matches!(
+            auth,
+            ClientMessage::Authenticate {
+                token_type: TokenType::None,
+                base_version: 1,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn transition_shape_matches_the_client() {
         let msg = ServerMessage::Transition {
             start_version: StateVersion::default(),
-            end_version: StateVersion { query_set: 1, identity: 0, ts: Timestamp(1) },
+            end_version: StateVersion {
+                query_set: 1,
+                identity: 0,
+                ts: Timestamp(1),
+            },
             modifications: vec![StateModification::QueryUpdated {
                 query_id: 0,
                 value: serde_json::json!(null),

@@ -22,7 +22,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::hub::{Missed, QueryError, QueryOutcome, SyncHub};
 use crate::protocol::{
-    ClientMessage, QueryId, QuerySetModification, StateModification, StateVersion, ServerMessage,
+    ClientMessage, QueryId, QuerySetModification, ServerMessage, StateModification, StateVersion,
 };
 
 /// The client reconnects after 60 s without a message; a Ping after 15 s idle keeps it calm.
@@ -71,7 +71,10 @@ where
             Err(Close::Quietly) => break,
             Err(Close::Fatal(error)) => {
                 tracing::debug!(%error, "closing sync connection");
-                let _ = session.outbox.send(ServerMessage::FatalError { error }).await;
+                let _ = session
+                    .outbox
+                    .send(ServerMessage::FatalError { error })
+                    .await;
                 break;
             }
             Err(Close::AfterAuthError) => break,
@@ -159,23 +162,45 @@ impl Session {
         let message: ClientMessage = serde_json::from_str(text)
             .map_err(|error| Close::Fatal(format!("Invalid message from the client: {error}")))?;
         match message {
-            ClientMessage::Connect { session_id, connection_count, .. } => {
+            ClientMessage::Connect {
+                session_id,
+                connection_count,
+                ..
+            } => {
                 tracing::debug!(%session_id, connection_count, "sync client connected");
                 Ok(())
             }
-            ClientMessage::ModifyQuerySet { base_version, new_version, modifications } => {
+            ClientMessage::ModifyQuerySet {
+                base_version,
+                new_version,
+                modifications,
+            } => {
                 if base_version != self.version.query_set {
                     return Err(Close::Fatal(format!(
                         "InvalidModifyQuerySet: base version {base_version} does not match the current query set version {}",
                         self.version.query_set
                     )));
                 }
-                let mut change = Change { new_query_set: Some(new_version), ..Change::default() };
+                let mut change = Change {
+                    new_query_set: Some(new_version),
+                    ..Change::default()
+                };
                 for modification in modifications {
                     match modification {
-                        QuerySetModification::Add { query_id, udf_path, args } => {
+                        QuerySetModification::Add {
+                            query_id,
+                            udf_path,
+                            args,
+                        } => {
                             let args = decode_args(&args);
-                            self.queries.insert(query_id, Subscription { path: udf_path, args, last: None });
+                            self.queries.insert(
+                                query_id,
+                                Subscription {
+                                    path: udf_path,
+                                    args,
+                                    last: None,
+                                },
+                            );
                             change.added.push(query_id);
                         }
                         QuerySetModification::Remove { query_id } => {
@@ -186,7 +211,11 @@ impl Session {
                 }
                 self.transition(change).await
             }
-            ClientMessage::Mutation { request_id, udf_path, args } => {
+            ClientMessage::Mutation {
+                request_id,
+                udf_path,
+                args,
+            } => {
                 let result = self.call(FunctionKind::Mutation, udf_path, &args).await;
                 let committed_at = result.outcome.as_ref().ok().and(result.ts);
                 let (success, value, error_data) = response_parts(result.outcome);
@@ -203,12 +232,24 @@ impl Session {
                     // The client resolves the mutation's promise only at a Transition reaching its
                     // ts, and by then every subscription must reflect the write.
                     let mut commits = self.hub.subscribe_commits();
-                    let _ = tokio::time::timeout(COMMIT_VISIBLE_TIMEOUT, commits.wait_for(|latest| *latest >= ts)).await;
-                    self.transition(Change { always_send: true, ..Change::default() }).await?;
+                    let _ = tokio::time::timeout(
+                        COMMIT_VISIBLE_TIMEOUT,
+                        commits.wait_for(|latest| *latest >= ts),
+                    )
+                    .await;
+                    self.transition(Change {
+                        always_send: true,
+                        ..Change::default()
+                    })
+                    .await?;
                 }
                 Ok(())
             }
-            ClientMessage::Action { request_id, udf_path, args } => {
+            ClientMessage::Action {
+                request_id,
+                udf_path,
+                args,
+            } => {
                 // Actions may be slow; they must not hold up this connection's other traffic.
                 let hub = self.hub.clone();
                 let outbox = self.outbox.clone();
@@ -228,16 +269,32 @@ impl Session {
                 });
                 Ok(())
             }
-            ClientMessage::Authenticate { token_type, value, base_version } => {
-                match self.hub.auth().authenticate(token_type, value.as_deref()).await {
+            ClientMessage::Authenticate {
+                token_type,
+                value,
+                base_version,
+            } => {
+                match self
+                    .hub
+                    .auth()
+                    .authenticate(token_type, value.as_deref())
+                    .await
+                {
                     Ok(identity) => {
                         self.identity = identity;
-                        let change = Change { new_identity: Some(self.version.identity + 1), ..Change::default() };
+                        let change = Change {
+                            new_identity: Some(self.version.identity + 1),
+                            ..Change::default()
+                        };
                         self.transition(change).await
                     }
                     Err(error) => {
-                        self.send(ServerMessage::AuthError { error, base_version, auth_update_attempted: true })
-                            .await?;
+                        self.send(ServerMessage::AuthError {
+                            error,
+                            base_version,
+                            auth_update_attempted: true,
+                        })
+                        .await?;
                         Err(Close::AfterAuthError)
                     }
                 }
@@ -246,7 +303,12 @@ impl Session {
         }
     }
 
-    async fn call(&self, kind: FunctionKind, path: String, args: &[serde_json::Value]) -> tickethub_runtime::CallResult {
+    async fn call(
+        &self,
+        kind: FunctionKind,
+        path: String,
+        args: &[serde_json::Value],
+    ) -> tickethub_runtime::CallResult {
         call(&self.hub, &self.identity, kind, path, args).await
     }
 
@@ -264,7 +326,9 @@ impl Session {
                 Missed::Writes(writes) => self
                     .queries
                     .iter()
-                    .filter(|(_, sub)| touched(sub.last.as_ref().and_then(|o| o.read_set.as_ref()), &writes))
+                    .filter(|(_, sub)| {
+                        touched(sub.last.as_ref().and_then(|o| o.read_set.as_ref()), &writes)
+                    })
                     .map(|(id, _)| *id)
                     .collect(),
             }
@@ -284,9 +348,17 @@ impl Session {
             }
         }
         for id in to_run {
-            let Some(sub) = self.queries.get(&id) else { continue };
-            let outcome = self.hub.run_query(&sub.path, &sub.args, &self.identity).await;
-            let unchanged = sub.last.as_ref().is_some_and(|last| last.same_as_seen_by_client(&outcome));
+            let Some(sub) = self.queries.get(&id) else {
+                continue;
+            };
+            let outcome = self
+                .hub
+                .run_query(&sub.path, &sub.args, &self.identity)
+                .await;
+            let unchanged = sub
+                .last
+                .as_ref()
+                .is_some_and(|last| last.same_as_seen_by_client(&outcome));
             if !unchanged {
                 modifications.push(modification(id, &outcome));
             }
@@ -306,8 +378,16 @@ impl Session {
         }
         let start = self.version;
         self.version = end;
-        self.hub.metrics.transitions_sent.fetch_add(1, Ordering::Relaxed);
-        self.send(ServerMessage::Transition { start_version: start, end_version: end, modifications }).await
+        self.hub
+            .metrics
+            .transitions_sent
+            .fetch_add(1, Ordering::Relaxed);
+        self.send(ServerMessage::Transition {
+            start_version: start,
+            end_version: end,
+            modifications,
+        })
+        .await
     }
 }
 
@@ -323,7 +403,9 @@ async fn call(
             path,
             args: decode_args(args),
             expected_kind: Some(kind),
-            caller: Caller { identity: identity.clone() },
+            caller: Caller {
+                identity: identity.clone(),
+            },
             read_at: ReadAt::Latest,
         })
         .await
@@ -334,7 +416,8 @@ async fn call(
 fn decode_args(args: &[serde_json::Value]) -> Value {
     match args.first() {
         None => Value::Object(Default::default()),
-        Some(json) => Value::from_convex_json(json).unwrap_or_else(|error| Value::String(format!("invalid args: {error}"))),
+        Some(json) => Value::from_convex_json(json)
+            .unwrap_or_else(|error| Value::String(format!("invalid args: {error}"))),
     }
 }
 
@@ -366,7 +449,9 @@ fn modification(query_id: QueryId, outcome: &QueryOutcome) -> StateModification 
 }
 
 /// (success, result-or-message, errorData) of a Mutation/ActionResponse.
-fn response_parts(outcome: Result<Value, FnError>) -> (bool, serde_json::Value, Option<serde_json::Value>) {
+fn response_parts(
+    outcome: Result<Value, FnError>,
+) -> (bool, serde_json::Value, Option<serde_json::Value>) {
     match outcome {
         Ok(value) => (true, value.to_convex_json(), None),
         Err(error) => {
@@ -382,11 +467,17 @@ pub(crate) fn client_error(error: &FnError) -> QueryError {
     let internal = matches!(error, FnError::Internal(_))
         || matches!(error, FnError::Store(store) if !StoreError::is_user_error(store));
     if internal {
-        return QueryError { message: "Server Error".to_string(), data: None };
+        return QueryError {
+            message: "Server Error".to_string(),
+            data: None,
+        };
     }
     let data = match error {
         FnError::Convex { data, .. } => Some(data.to_convex_json()),
         _ => None,
     };
-    QueryError { message: error.to_string(), data }
+    QueryError {
+        message: error.to_string(),
+        data,
+    }
 }

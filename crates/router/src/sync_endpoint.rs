@@ -1,0 +1,141 @@
+//! `/api/<version>/sync` and `/api/sync`: upgrade to a WebSocket and hand the socket to the sync
+//! crate; `/api/sync_metrics` (admin) reports its counters.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use http::{header, HeaderMap, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tickethub_runtime::Identity;
+use tickethub_sync::{SyncAuth, SyncHub, TokenType};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::credentials::{resolve_identity, Authenticator, CredentialPolicy};
+use crate::error::{json_response, ApiError, ErrorCode};
+use crate::{AppState, ResponseBody};
+
+/// Largest client message: function args may be 16 MiB, plus the envelope.
+const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024 + 64 * 1024;
+
+/// Lets sync sessions authenticate with the same verifier and admin key as `/api/*`.
+pub(crate) struct SocketAuth(pub Arc<dyn Authenticator>);
+
+impl SyncAuth for SocketAuth {
+    fn authenticate<'a>(
+        &'a self,
+        token_type: TokenType,
+        value: Option<&'a str>,
+    ) -> crate::BoxFuture<'a, Result<Identity, String>> {
+        Box::pin(async move {
+            match (token_type, value) {
+                (TokenType::None, _) => Ok(Identity::Anonymous),
+                (_, None) => Err("The Authenticate message carries no token.".to_string()),
+                (TokenType::Admin, Some(key)) => {
+                    if self.0.is_admin_key(key) {
+                        Ok(Identity::Admin)
+                    } else {
+                        Err("The admin key is not valid for this deployment.".to_string())
+                    }
+                }
+                (TokenType::User, Some(token)) => self
+                    .0
+                    .verify_token(token)
+                    .await
+                    .map(Identity::User)
+                    .map_err(|failure| failure.message),
+            }
+        })
+    }
+}
+
+/// Answer the upgrade request with 101 and serve the socket once hyper hands it over.
+pub(crate) fn upgrade(
+    state: &Arc<AppState>,
+    mut request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let headers = request.headers();
+    let wants_websocket = header_has_token(headers, header::UPGRADE, "websocket")
+        && header_has_token(headers, header::CONNECTION, "upgrade");
+    let key = headers.get(header::SEC_WEBSOCKET_KEY);
+    let (true, Some(key)) = (wants_websocket, key) else {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "The sync endpoint speaks WebSocket: send an HTTP/1.1 Upgrade request.",
+        ));
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let hub = state.sync.clone();
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let mut config = WebSocketConfig::default();
+                config.max_message_size = Some(MAX_MESSAGE_BYTES);
+                config.max_frame_size = Some(MAX_MESSAGE_BYTES);
+                let socket = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                tickethub_sync::serve(hub, socket).await;
+            }
+            Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::UPGRADE, "websocket")
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(ResponseBody::default())
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::InternalServerError,
+                "Could not build the upgrade response.",
+            )
+        })
+}
+
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// `GET /api/sync_metrics` with the admin key: the hub's counters as JSON.
+pub(crate) async fn metrics(
+    state: &Arc<AppState>,
+    request: &Request<Incoming>,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let identity = resolve_identity(
+        request.headers(),
+        state.authenticator.as_ref(),
+        CredentialPolicy::Reject,
+    )
+    .await?;
+    if identity != Identity::Admin {
+        return Err(ApiError::new(
+            ErrorCode::AdminKeyRequired,
+            "Sync metrics need the admin key.",
+        ));
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        metrics_json(&state.sync).to_string().into_bytes(),
+    ))
+}
+
+fn metrics_json(hub: &SyncHub) -> serde_json::Value {
+    serde_json::json!({
+        "queryExecutions": hub.metrics.query_executions.load(Ordering::Relaxed),
+        "connectionsOpen": hub.metrics.connections_open.load(Ordering::Relaxed),
+        "transitionsSent": hub.metrics.transitions_sent.load(Ordering::Relaxed),
+    })
+}
