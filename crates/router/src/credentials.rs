@@ -235,7 +235,7 @@ fn is_semver(version: &str) -> bool {
         part.split('.')
             .all(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
     };
-    core_ok && pre.map_or(true, ident_ok) && build.map_or(true, ident_ok)
+    core_ok && pre.into_iter().all(ident_ok) && build.into_iter().all(ident_ok)
 }
 
 #[cfg(test)]

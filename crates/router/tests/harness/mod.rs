@@ -158,6 +158,10 @@ pub enum TestClock {
 
 impl TestServer {
     pub async fn start(clock: TestClock) -> TestServer {
+        TestServer::start_with(test_app(), clock).await
+    }
+
+    pub async fn start_with(app: App, clock: TestClock) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut schema = Schema::from_toml(SCHEMA).unwrap();
         for table in Runtime::system_tables() {
@@ -177,7 +181,7 @@ impl TestServer {
             TestClock::Off => Clock::System,
         };
         let runtime = Runtime::new(
-            test_app(),
+            app,
             store,
             RuntimeConfig {
                 clock,
