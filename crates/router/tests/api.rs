@@ -91,6 +91,25 @@ async fn function_errors_are_200_with_status_error() {
 }
 
 #[tokio::test]
+async fn internal_failures_are_500s_that_leak_nothing() {
+    let server = TestServer::start(TestClock::Off).await;
+    let reply = server
+        .post(
+            "/api/query",
+            r#"{"path":"messages:bug","format":"json","args":[{}]}"#,
+        )
+        .await;
+    reply.assert_error(500, "InternalServerError");
+    let message = reply.json()["message"].as_str().unwrap().to_string();
+    assert!(message.starts_with("[Request ID: "), "{message}");
+    for secret in ["SELECT", "/var/lib", "SQL"] {
+        assert!(!reply.text().contains(secret), "{}", reply.text());
+    }
+    server.assert_still_serving().await;
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn internal_and_unknown_functions_look_the_same() {
     let server = TestServer::start(TestClock::Off).await;
     let internal = server

@@ -103,6 +103,11 @@ pub fn test_app() -> App {
     app.query("messages:whoami", |ctx, _: NoArgs| {
         Ok(ctx.auth.get_user_identity()?.map(|u| u.subject.clone()))
     });
+    app.query("messages:bug", |_ctx, _: NoArgs| -> Result<(), FnError> {
+        Err(FnError::Internal(
+            "SQL failed: SELECT * FROM documents at /var/lib/tickethub/db".into(),
+        ))
+    });
     app.internal_query("messages:secret", |_ctx, _: NoArgs| Ok("internal only"));
     app.action("messages:ping", |_ctx, _: NoArgs| async move { Ok("pong") });
     app.http_route(
