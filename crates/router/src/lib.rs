@@ -4,7 +4,8 @@
 //! Module map:
 //! - [`serve`]: accept loop (HTTP/1.1, keep-alive, upgrades, TCP_NODELAY) and graceful shutdown.
 //! - [`api`]: `/api/*` — query/mutation/action, `query_ts`/`query_at_ts`, `query_batch`,
-//!   `function`, `run/<path>`, `test/advance_time`, and the hook for WebSocket sync.
+//!   `function`, `run/<path>`, `test/advance_time`; hands `/api/<version>/sync` to `sync_endpoint`.
+//! - `sync_endpoint`: the WebSocket upgrade into the sync crate's hub (live queries).
 //! - [`http_action`]: HTTP actions on the site port and under `/http/` on the API port.
 //! - [`wire`]: request bodies, the two value formats, response bodies, timestamps.
 //! - [`credentials`]: `Authorization` → [`Identity`](tickethub_runtime::Identity) through an
