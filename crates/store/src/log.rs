@@ -24,7 +24,7 @@ impl ReadRange {
     pub fn contains(&self, index: IndexId, key: &[u8]) -> bool {
         self.index == index
             && self.start.as_slice() <= key
-            && self.end.as_deref().map_or(true, |end| key < end)
+            && self.end.as_deref().is_none_or(|end| key < end)
     }
 }
 

@@ -494,8 +494,14 @@ impl<'a> WriteTxn<'a> {
             .ok_or_else(|| StoreError::UnknownTable(table.to_string()))?
             .clone();
         let body = self.check_write(&info, &fields)?;
-        let id = DocumentId::new_random(info.number, crate::store::now_unix_ms());
         let creation_time = self.clock.next();
+        let mut id = DocumentId::new_random(info.number, crate::store::now_unix_ms());
+        // Lead the internal id with the creation time (a positive f64's bits sort like the
+        // number), keeping 6 random bytes and the day stamp: ids stay valid Convex ids, are
+        // unique by construction, and new rows append to the right edge of the documents
+        // B-tree instead of dirtying a random page per insert (which made every commit write
+        // one page per document).
+        id.internal[..8].copy_from_slice(&creation_time.to_bits().to_be_bytes());
         self.conn
             .prepare_cached("INSERT INTO documents (id, creation_time, body) VALUES (?1, ?2, ?3)")?
             .execute(params![id_key(&id), creation_time, body])?;
