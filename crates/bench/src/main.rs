@@ -8,11 +8,13 @@
 //! - [`servers`]: launching tickethub and the hello server; [`hello`]: the hello server itself.
 //! - [`pocketbase`]: installing and configuring the PocketBase peer.
 //! - [`storage`]: raw rusqlite (the storage ceiling), tickethub's store in-process, bounded scans.
+//! - [`fanout`]: subscription fan-out over the WebSocket sync protocol.
 //! - [`suite`]: `--quick` / `--full`; [`soak`]: `--soak` and `--load-check`.
 //! - [`report`]: JSON and Markdown results; [`plot`]: the PNG.
 //!
 //! Everything runs on loopback; results go to `bench/results/`.
 
+mod fanout;
 mod hello;
 mod loadgen;
 mod plot;
@@ -24,6 +26,9 @@ mod soak;
 mod storage;
 mod suite;
 mod workloads;
+
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -74,6 +79,31 @@ enum Internal {
         #[arg(long)]
         port: u16,
     },
+    /// (internal) drive one workload against a running tickethub, for profiling it.
+    #[command(hide = true)]
+    Drive {
+        /// The API port's address (the site port's for `webhook`).
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+        #[arg(long, value_enum)]
+        workload: DriveWorkload,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Users to seed first (reads and updates need them).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum DriveWorkload {
+    Create,
+    Read,
+    Mixed,
+    Contended,
+    Webhook,
 }
 
 /// What this invocation does.
@@ -92,6 +122,20 @@ fn main() -> Result<()> {
             .enable_all()
             .build()?;
         return runtime.block_on(hello::serve(procs::loopback(port)));
+    }
+    if let Some(Internal::Drive {
+        addr,
+        workload,
+        connections,
+        seconds,
+        seed,
+    }) = cli.command
+    {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cli.client_threads.max(1))
+            .enable_all()
+            .build()?;
+        return runtime.block_on(drive(addr, workload, connections, seconds, seed));
     }
     let mode = if cli.full {
         Mode::Full
@@ -118,6 +162,46 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(run(mode, &cli, command, work, results))
+}
+
+async fn drive(
+    addr: std::net::SocketAddr,
+    workload: DriveWorkload,
+    connections: usize,
+    seconds: u64,
+    seed: u64,
+) -> Result<()> {
+    use workloads::{Api, Mix, SeedIds, UsersWorkload};
+    let api = Api::Convex { admin_key: None };
+    let ids = if seed > 0 {
+        suite::seed(addr, api.clone(), seed).await?
+    } else {
+        std::sync::Arc::new(SeedIds::default())
+    };
+    let mix = match workload {
+        DriveWorkload::Create => Mix::Create,
+        DriveWorkload::Read => Mix::Read,
+        DriveWorkload::Mixed => Mix::Mixed { read_percent: 90 },
+        DriveWorkload::Contended => Mix::Update { hot_percent: 80 },
+        DriveWorkload::Webhook => Mix::Webhook,
+    };
+    let tag = format!("drive-{}", std::process::id());
+    let spec = loadgen::LoadSpec {
+        addr,
+        connections,
+        warmup: Duration::ZERO,
+        measure: Duration::from_secs(seconds),
+    };
+    let workload_impl = UsersWorkload::new(api, mix, &tag, ids);
+    let result = loadgen::run(&spec, std::sync::Arc::new(workload_impl)).await;
+    println!(
+        "{workload:?}: {:.0} req/s, p50 {} us, p99 {} us, errors {:?}",
+        result.throughput(),
+        result.p50_us(),
+        result.p99_us(),
+        result.errors
+    );
+    Ok(())
 }
 
 async fn run(
