@@ -1,8 +1,10 @@
 //! Reading request bodies within a size limit, and parsing them as JSON.
 
-use bytes::Bytes;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 
@@ -18,11 +20,17 @@ fn too_large(limit: usize) -> ApiError {
     )
 }
 
+/// Most bytes of a refused body read (and thrown away) so the client can finish sending and read
+/// the 413; past this the connection is simply closed.
+const DRAIN_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Longest time spent draining a refused body.
+const DRAIN_MAX_TIME: Duration = Duration::from_secs(10);
+
 /// Read the whole body, refusing anything over `limit` bytes. A declared `Content-Length` over
 /// the limit is refused before a byte of the body is read; a body without one is counted as it
 /// streams in, so an oversized body is never held in memory whole.
 pub async fn read_limited(
-    body: Incoming,
+    mut body: Incoming,
     headers: &HeaderMap,
     limit: usize,
 ) -> Result<Bytes, ApiError> {
@@ -30,17 +38,68 @@ pub async fn read_limited(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
+    if let Some(len) = declared.filter(|len| *len > limit as u64) {
+        drain_in_background(body, len);
         return Err(too_large(limit));
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
-        Err(e) => Err(ApiError::new(
-            ErrorCode::BadRequest,
-            format!("Could not read the request body: {e}"),
-        )),
+    // Most bodies arrive in one frame: keep it without copying; copy only when there are more.
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::new(
+                ErrorCode::BadRequest,
+                format!("Could not read the request body: {e}"),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len();
+        if total > limit {
+            drain_in_background(body, DRAIN_MAX_BYTES);
+            return Err(too_large(limit));
+        }
+        match (&mut first, &mut joined) {
+            (None, _) => first = Some(data),
+            (Some(head), None) => {
+                let mut buf =
+                    BytesMut::with_capacity(declared.map_or(head.len() * 2, |d| d as usize));
+                buf.extend_from_slice(head);
+                buf.extend_from_slice(&data);
+                joined = Some(buf);
+            }
+            (Some(_), Some(buf)) => buf.extend_from_slice(&data),
+        }
     }
+    Ok(match (first, joined) {
+        (_, Some(buf)) => buf.freeze(),
+        (Some(head), None) => head,
+        (None, None) => Bytes::new(),
+    })
+}
+
+/// Read and discard the rest of a refused body (bounded in bytes and time). If the server closed
+/// the connection with the client still sending, the client would see a reset instead of the 413.
+fn drain_in_background(mut body: Incoming, expected: u64) {
+    if expected > DRAIN_MAX_BYTES {
+        return;
+    }
+    tokio::spawn(async move {
+        let drain = async {
+            let mut seen = 0u64;
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Some(data) = frame.data_ref() {
+                    seen += data.len() as u64;
+                    if seen > DRAIN_MAX_BYTES {
+                        return;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_MAX_TIME, drain).await;
+    });
 }
 
 /// Parse a JSON body into `T`. serde_json stops at 128 levels of nesting, so a hostile deeply

@@ -290,6 +290,7 @@ async fn oversized_bodies_are_refused_without_reading_them() {
     stream.write_all(head.as_bytes()).await.unwrap();
     let reply = read_reply(&mut stream).await;
     reply.assert_error(413, "BodyTooLarge");
+    drop(stream);
     server.assert_still_serving().await;
 
     // A chunked body with no declared length is counted as it streams in.
@@ -305,7 +306,22 @@ async fn oversized_bodies_are_refused_without_reading_them() {
     }
     let reply = read_reply(&mut stream).await;
     reply.assert_error(413, "BodyTooLarge");
+    drop(stream);
     server.assert_still_serving().await;
+
+    // A declared 17 MiB body that is sent in full: the server drains it so the client, still
+    // writing when the 413 comes, is not reset and can read the answer.
+    let mut stream = tokio::net::TcpStream::connect(server.api).await.unwrap();
+    let body = vec![b' '; 17 * 1024 * 1024];
+    let head = format!(
+        "POST /api/query HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body).await.unwrap();
+    let reply = read_reply(&mut stream).await;
+    reply.assert_error(413, "BodyTooLarge");
+    drop(stream);
     server.stop().await;
 }
 

@@ -323,11 +323,28 @@ pub async fn request(
     read_reply(&mut stream).await
 }
 
-/// Read a whole response from a connection the server closes after it (`Connection: close`).
+/// Read one response: up to its `Content-Length` when it has one (the server may keep the
+/// connection open to drain a refused body), else to the end of the connection.
 pub async fn read_reply(stream: &mut TcpStream) -> Reply {
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    parse_reply(&raw)
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if length.is_some_and(|len| raw.len() >= end + 4 + len) {
+                return parse_reply(&raw);
+            }
+        }
+        let n = stream.read(&mut buf).await.unwrap();
+        if n == 0 {
+            return parse_reply(&raw);
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
 }
 
 pub fn parse_reply(raw: &[u8]) -> Reply {
