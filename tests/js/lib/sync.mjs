@@ -26,7 +26,11 @@ export const DEFAULT_WAIT_MS = 60_000;
 function tracingWebSocket(trace) {
   const record = (dir, data) => {
     const text = typeof data === "string" ? data : Buffer.from(data).toString("utf8");
-    trace.push({ dir, at: new Date().toISOString(), text: text.length > TRACE_FRAME_CHARS ? `${text.slice(0, TRACE_FRAME_CHARS)}…` : text });
+    trace.push({
+      dir,
+      at: new Date().toISOString(),
+      text: text.length > TRACE_FRAME_CHARS ? `${text.slice(0, TRACE_FRAME_CHARS)}…` : text,
+    });
     if (trace.length > TRACE_FRAMES) trace.splice(0, trace.length - TRACE_FRAMES);
   };
   return class TracingWebSocket extends WebSocket {
@@ -94,7 +98,10 @@ export function openClient(server, opts = {}) {
 /** The client's recent frames and log lines, for a failure message. */
 export function describeClient(client) {
   const frames = client.trace.map((f) => `  ${f.at} ${f.dir.padEnd(5)} ${f.text}`).join("\n");
-  const logs = client.logged.slice(-40).map((l) => `  ${l.at} [${l.level}] ${l.text}`).join("\n");
+  const logs = client.logged
+    .slice(-40)
+    .map((l) => `  ${l.at} [${l.level}] ${l.text}`)
+    .join("\n");
   return `--- ${client.label}: last protocol frames ---\n${frames || "  (none)"}\n--- ${client.label}: client log ---\n${logs || "  (none)"}`;
 }
 
@@ -147,10 +154,14 @@ export class Watch {
    * value first). Rejects after `timeoutMs` with the values seen and the client's trace.
    */
   until(pred, { timeoutMs = DEFAULT_WAIT_MS, what = "a matching value" } = {}) {
-    return this._waitFor(() => {
-      if (this.hasValue && pred(this.latest)) return { done: true, value: this.latest };
-      return { done: false };
-    }, timeoutMs, what);
+    return this._waitFor(
+      () => {
+        if (this.hasValue && pred(this.latest)) return { done: true, value: this.latest };
+        return { done: false };
+      },
+      timeoutMs,
+      what,
+    );
   }
 
   /** Resolves with the first error delivered to onError (an existing one included). */
