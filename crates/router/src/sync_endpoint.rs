@@ -72,9 +72,11 @@ pub(crate) fn upgrade(
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let mut config = WebSocketConfig::default();
-                config.max_message_size = Some(MAX_MESSAGE_BYTES);
-                config.max_frame_size = Some(MAX_MESSAGE_BYTES);
+                let config = WebSocketConfig {
+                    max_message_size: Some(MAX_MESSAGE_BYTES),
+                    max_frame_size: Some(MAX_MESSAGE_BYTES),
+                    ..WebSocketConfig::default()
+                };
                 let socket = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,

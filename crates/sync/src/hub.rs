@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
+use serde_json::value::RawValue;
 use tickethub_runtime::{CallRequest, Caller, FunctionKind, Identity, ReadAt, Runtime};
 use tickethub_store::{ReadSet, Timestamp, WriteSet};
 use tickethub_value::Value;
@@ -43,13 +44,38 @@ pub struct SyncMetrics {
     pub transitions_sent: AtomicU64,
 }
 
-/// A query result as it is sent: already encoded, with what it read.
+/// A query result as it is sent: encoded to JSON text once, however many subscribers share it.
 #[derive(Debug)]
 pub struct QueryOutcome {
-    pub result: Result<serde_json::Value, QueryError>,
+    pub result: Result<EncodedValue, QueryError>,
     pub log_lines: Vec<String>,
     pub read_set: Option<ReadSet>,
     pub ts: Timestamp,
+}
+
+/// A value already in convex_encoded_json text, embedded as is in every message that carries it.
+#[derive(Debug, Clone)]
+pub struct EncodedValue(Arc<Box<RawValue>>);
+
+impl EncodedValue {
+    pub fn new(value: &Value) -> EncodedValue {
+        let text = value.to_convex_json().to_string();
+        // The text came from serde_json itself, so it is valid JSON.
+        let raw = RawValue::from_string(text).expect("serde_json output is valid JSON");
+        EncodedValue(Arc::new(raw))
+    }
+}
+
+impl PartialEq for EncodedValue {
+    fn eq(&self, other: &EncodedValue) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.get() == other.0.get()
+    }
+}
+
+impl serde::Serialize for EncodedValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.as_ref().serialize(s)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -61,14 +87,46 @@ pub struct QueryError {
 impl QueryOutcome {
     /// Two outcomes that would look the same to the client.
     pub fn same_as_seen_by_client(&self, other: &QueryOutcome) -> bool {
-        self.result == other.result && self.log_lines == other.log_lines
+        std::ptr::eq(self, other)
+            || (self.result == other.result && self.log_lines == other.log_lines)
+    }
+}
+
+/// A subscribed query: its path and args, with the args' JSON text computed once for memo lookups.
+#[derive(Clone, Debug)]
+pub struct QueryKey {
+    path: String,
+    args: Value,
+    args_text: Arc<str>,
+}
+
+impl QueryKey {
+    pub fn new(path: String, args: Value) -> QueryKey {
+        let args_text = args.to_convex_json().to_string().into();
+        QueryKey {
+            path,
+            args,
+            args_text,
+        }
+    }
+}
+
+impl PartialEq for QueryKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path && self.args_text == other.args_text
+    }
+}
+impl Eq for QueryKey {}
+impl std::hash::Hash for QueryKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.path.hash(state);
+        self.args_text.hash(state);
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct MemoKey {
-    path: String,
-    args: String,
+    query: QueryKey,
     identity: String,
 }
 
@@ -185,15 +243,9 @@ impl SyncHub {
 
     /// Run a subscribed query, sharing the result with every other subscriber that asks for the
     /// same query as the same identity before the next commit.
-    pub async fn run_query(
-        &self,
-        path: &str,
-        args: &Value,
-        identity: &Identity,
-    ) -> Arc<QueryOutcome> {
+    pub async fn run_query(&self, query: &QueryKey, identity: &Identity) -> Arc<QueryOutcome> {
         let key = MemoKey {
-            path: path.to_string(),
-            args: args.to_convex_json().to_string(),
+            query: query.clone(),
             identity: identity_key(identity),
         };
         let latest = self.latest_ts();
@@ -220,7 +272,7 @@ impl SyncHub {
                 self.metrics
                     .query_executions
                     .fetch_add(1, Ordering::Relaxed);
-                Arc::new(self.execute(path, args, identity).await)
+                Arc::new(self.execute(&query.path, &query.args, identity).await)
             })
             .await
             .clone()
@@ -241,7 +293,7 @@ impl SyncHub {
             .await;
         QueryOutcome {
             result: match result.outcome {
-                Ok(value) => Ok(value.to_convex_json()),
+                Ok(value) => Ok(EncodedValue::new(&value)),
                 Err(error) => Err(crate::session::client_error(&error)),
             },
             log_lines: result.log_lines,

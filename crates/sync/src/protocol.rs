@@ -88,7 +88,7 @@ pub enum StateModification {
     #[serde(rename_all = "camelCase")]
     QueryUpdated {
         query_id: QueryId,
-        value: serde_json::Value,
+        value: crate::hub::EncodedValue,
         log_lines: Vec<String>,
         journal: Option<()>,
     },
@@ -232,7 +232,7 @@ mod tests {
             },
             modifications: vec![StateModification::QueryUpdated {
                 query_id: 0,
-                value: serde_json::json!(null),
+                value: crate::hub::EncodedValue::new(&tickethub_value::Value::Null),
                 log_lines: vec![],
                 journal: None,
             }],

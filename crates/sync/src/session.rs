@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::hub::{Missed, QueryError, QueryOutcome, SyncHub};
+use crate::hub::{Missed, QueryError, QueryKey, QueryOutcome, SyncHub};
 use crate::protocol::{
     ClientMessage, QueryId, QuerySetModification, ServerMessage, StateModification, StateVersion,
 };
@@ -126,8 +126,7 @@ enum Close {
 }
 
 struct Subscription {
-    path: String,
-    args: Value,
+    query: QueryKey,
     last: Option<Arc<QueryOutcome>>,
 }
 
@@ -192,15 +191,9 @@ impl Session {
                             udf_path,
                             args,
                         } => {
-                            let args = decode_args(&args);
-                            self.queries.insert(
-                                query_id,
-                                Subscription {
-                                    path: udf_path,
-                                    args,
-                                    last: None,
-                                },
-                            );
+                            let query = QueryKey::new(udf_path, decode_args(&args));
+                            self.queries
+                                .insert(query_id, Subscription { query, last: None });
                             change.added.push(query_id);
                         }
                         QuerySetModification::Remove { query_id } => {
@@ -351,10 +344,7 @@ impl Session {
             let Some(sub) = self.queries.get(&id) else {
                 continue;
             };
-            let outcome = self
-                .hub
-                .run_query(&sub.path, &sub.args, &self.identity)
-                .await;
+            let outcome = self.hub.run_query(&sub.query, &self.identity).await;
             let unchanged = sub
                 .last
                 .as_ref()
