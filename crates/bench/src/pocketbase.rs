@@ -57,6 +57,10 @@ pub async fn start(bin: &Path, data: &Path, port: u16, log: PathBuf) -> Result<S
     }
     std::fs::create_dir_all(data)?;
     let dir = data.to_string_lossy().to_string();
+    // Without this PocketBase writes a JS migration for every collection change next to the
+    // data directory and replays it on the next run, which then clashes with our set-up.
+    let migrations = data.join("migrations").to_string_lossy().to_string();
+    let no_migrations = ["--automigrate=false", "--migrationsDir", &migrations];
     run(Command::new(bin)
         .args([
             "superuser",
@@ -76,7 +80,10 @@ pub async fn start(bin: &Path, data: &Path, port: u16, log: PathBuf) -> Result<S
             "--http".into(),
             addr.to_string(),
             "--dir".into(),
-            dir,
+            dir.clone(),
+            no_migrations[0].into(),
+            no_migrations[1].into(),
+            no_migrations[2].into(),
         ],
         env: vec![],
         log,
