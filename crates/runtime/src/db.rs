@@ -520,6 +520,8 @@ impl<'a> DatabaseWriter<'a> {
         Query::new(self.source(), table)
     }
     /// Insert `value` (a struct or map serializing to an object); returns the new `_id`.
+    /// A `None` field serializes as `null`; to leave an optional field out (JS `undefined`),
+    /// mark it `#[serde(skip_serializing_if = "Option::is_none")]`.
     pub fn insert(&self, table: &str, value: impl Serialize) -> Result<String, FnError> {
         let fields = object_of("insert()", value)?;
         Ok(self.write(|w| w.insert_doc(table, fields))?.encode())
