@@ -46,6 +46,25 @@ export function freePort() {
 /** Servers started and not yet cleaned up (for failure messages). */
 export const liveServers = new Set();
 
+// A test process that dies (timeout, Ctrl-C, uncaught error) must not leave servers
+// behind holding ports and CPU.
+function killAllSync() {
+  for (const server of liveServers) {
+    try {
+      server.child?.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+}
+process.once("exit", killAllSync);
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) {
+  process.once(signal, () => {
+    killAllSync();
+    process.exit(128 + (signal === "SIGINT" ? 2 : signal === "SIGTERM" ? 15 : 1));
+  });
+}
+
 const READY_TIMEOUT_MS = 60_000;
 const MAX_OUTPUT_CHARS = 200_000;
 
