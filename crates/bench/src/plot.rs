@@ -121,8 +121,12 @@ pub fn throughput_png(sweep: &[Measurement], path: &Path) -> Result<bool> {
         .map_err(|e| anyhow!("{e:?}"))?;
         if with_text {
             let color = s.color;
+            // Dashed series get a dashed legend mark: two short strokes with a gap.
+            let gap = if s.dashed { (8, 13) } else { (10, 10) };
             drawn.label(s.label.clone()).legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+                EmptyElement::at((x, y))
+                    + PathElement::new(vec![(0, 0), (gap.0, 0)], color.stroke_width(3))
+                    + PathElement::new(vec![(gap.1, 0), (22, 0)], color.stroke_width(3))
             });
         }
         chart

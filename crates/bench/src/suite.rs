@@ -423,8 +423,9 @@ pub async fn run_suite(profile: &Profile, paths: &Paths, command: &str) -> Resul
         "The rusqlite ceiling writes one durable INSERT per commit from one thread; tickethub groups concurrent mutations into one commit.".into(),
     );
     report.notes.push(format!(
-        "The load generator and every server share this machine's cores; the hyper hello ceiling is partly the load generator's own limit. Total run time {:.0} s.",
-        started.elapsed().as_secs_f64()
+        "The load generator and every server share this machine's cores; the hyper hello ceiling is partly the load generator's own limit. Total run time {:.0} s; load average at the end {}.",
+        started.elapsed().as_secs_f64(),
+        load_average()
     ));
     Ok(report)
 }
@@ -462,7 +463,18 @@ pub fn machine_summary() -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
-    format!("{cores} cores, {cpu}, Linux {kernel}")
+    format!(
+        "{cores} cores, {cpu}, Linux {kernel}; load average at start {} (the machine is shared with other builds)",
+        load_average()
+    )
+}
+
+/// The 1-minute load average: other work on the machine skews every number here.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn ratio(report: &Report, workload: &str, a: &str, b: &str) -> Option<f64> {
