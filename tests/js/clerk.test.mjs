@@ -367,6 +367,20 @@ describe("tickethub with Clerk", { timeout: 600_000 }, () => {
       assert.equal((await userRow(b)).name, "Renamed By Admin");
     }));
 
+    test("users:updateUser upserts the caller's own row", withLogs(async () => {
+      const a = newUserId();
+      const client = newClient(server, { auth: await issuer.tokenFor(a) });
+      assert.equal(await client.query(api.users.current, {}), null);
+      const id = await client.mutation(api.users.updateUser, { userId: a, name: "Self Made", email: "self@example.org" });
+      const row = await client.query(api.users.current, {});
+      assert.equal(row?._id, id);
+      assert.equal(row.name, "Self Made");
+      assert.equal(row.email, "self@example.org");
+      const again = await client.mutation(api.users.updateUser, { userId: a, name: "Self Made Again", email: "self@example.org" });
+      assert.equal(again, id, "a second updateUser must update the same row");
+      assert.equal((await userRow(a)).name, "Self Made Again");
+    }));
+
     test("internal functions are not callable with a user token", withLogs(async () => {
       const a = newUserId();
       const client = newClient(server, { auth: await issuer.tokenFor(a) });
