@@ -1,16 +1,25 @@
 //! Store throughput figures (not a test: nothing here asserts).
 //!
-//! Run: `cargo bench -p tickethub-store --bench store`
+//! Run: `cargo bench -p tickethub-store --bench store [-- --bench [writes] [reads] [scale]]`
+//! (no section names: all three). Every figure is printed next to a ratio against a baseline
+//! taken in the same run, because absolute numbers on a shared machine move with its load.
 //!
-//! - durable single-document inserts into `users` (two indexes): one commit per mutation
-//!   (sequential `mutate`) vs group commit under 16 concurrent writer threads;
-//! - index point reads per second (each in its own snapshot) on 1 and 2 reader threads;
-//! - index lookup cost at 10k vs 1M documents.
+//! - `writes`: durable single-document inserts into `users` (two indexes): one commit per
+//!   mutation (sequential `mutate`, the baseline) vs group commit with 16 threads of one blocking
+//!   `mutate` each, 16 threads each pipelining a window of 64 `submit`s (as an async server
+//!   would), and one submitter keeping 256 in flight; then the writer thread's CPU per mutation
+//!   without fsync.
+//! - `reads`: indexed point reads on 1 and 2 threads, measured the way the runtime reads (one
+//!   snapshot per query: `store.read()` + `collect(limit 1)`) and many reads in one snapshot.
+//! - `scale`: per-snapshot point reads at 10k vs 1M documents.
 
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use tickethub_store::{DocReader, IndexQuery, Order, Schema, Store, StoreError, StoreOptions};
+use tickethub_store::{
+    DocReader, IndexQuery, Order, Outcome, Schema, Store, StoreError, StoreOptions,
+};
 use tickethub_value::{Object, Value};
 
 const SCHEMA: &str = r#"
@@ -56,7 +65,8 @@ fn sequential_inserts(store: &Store, n: u64, offset: u64) -> f64 {
     per_sec(n, start.elapsed())
 }
 
-fn concurrent_inserts(store: &Store, threads: u64, each: u64, offset: u64) -> f64 {
+/// `threads` threads, each with one blocking `mutate` in flight.
+fn blocking_threads(store: &Store, threads: u64, each: u64, offset: u64) -> f64 {
     let start = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|t| {
@@ -75,21 +85,20 @@ fn concurrent_inserts(store: &Store, threads: u64, each: u64, offset: u64) -> f6
     per_sec(threads * each, start.elapsed())
 }
 
-/// Many mutations in flight at once through `submit` (as an async server would have), each
-/// waited for through its `done` callback.
-fn pipelined_inserts(store: &Store, total: u64, in_flight: u64, offset: u64) -> f64 {
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let start = Instant::now();
+/// One client keeping up to `window` insert jobs in flight through `submit`, waiting for each
+/// through its `done` callback; returns after all `total` are durable.
+fn pipeline(store: &Store, total: u64, window: u64, offset: u64) {
+    let (tx, rx) = mpsc::channel::<()>();
     let mut sent = 0;
     let mut finished = 0;
     while finished < total {
-        while sent < total && sent - finished < in_flight {
+        while sent < total && sent - finished < window {
             let n = offset + sent;
             let tx = tx.clone();
             store.submit(
                 Box::new(move |t| {
                     t.insert("users", user(n)).unwrap();
-                    tickethub_store::Outcome::Commit
+                    Outcome::Commit
                 }),
                 Box::new(move |r| {
                     r.unwrap();
@@ -101,7 +110,66 @@ fn pipelined_inserts(store: &Store, total: u64, in_flight: u64, offset: u64) -> 
         rx.recv().unwrap();
         finished += 1;
     }
-    per_sec(total, start.elapsed())
+}
+
+/// `clients` threads, each pipelining `each` inserts with a window of `window`.
+fn pipelined_clients(store: &Store, clients: u64, each: u64, window: u64, offset: u64) -> f64 {
+    let start = Instant::now();
+    let handles: Vec<_> = (0..clients)
+        .map(|c| {
+            let store = store.clone();
+            std::thread::spawn(move || pipeline(&store, each, window, offset + c * each))
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    per_sec(clients * each, start.elapsed())
+}
+
+/// CPU time the store's writer thread has used so far (Linux: from /proc; `None` elsewhere).
+/// Unlike wall-clock rates it barely moves with the load other processes put on the machine.
+fn writer_cpu() -> Option<Duration> {
+    // A new thread names itself once it runs, so a just-opened store's writer may be unnamed.
+    for _ in 0..100 {
+        if let Some(cpu) = writer_cpu_now() {
+            return Some(cpu);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
+}
+
+fn writer_cpu_now() -> Option<Duration> {
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() == "store-writer" {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+            let nanos: u64 = stat.split_whitespace().next()?.parse().ok()?;
+            return Some(Duration::from_nanos(nanos));
+        }
+    }
+    None
+}
+
+/// Runs `f` (which makes `n` mutations, returning mutations/s) and prints the line with the
+/// writer thread's CPU per mutation.
+fn measure_writes(label: &str, n: u64, baseline: Option<f64>, f: impl FnOnce() -> f64) -> f64 {
+    let before = writer_cpu();
+    let rate = f();
+    let cpu = match (before, writer_cpu()) {
+        (Some(a), Some(b)) => format!(
+            "{:5.1} us writer CPU/mutation",
+            (b - a).as_secs_f64() * 1e6 / n as f64
+        ),
+        _ => String::new(),
+    };
+    let ratio = match baseline {
+        Some(base) => format!("{:6.1}x", rate / base),
+        None => "  base".to_string(),
+    };
+    println!("{label:<58} {rate:>9.0} /s  {ratio}  {cpu}");
+    rate
 }
 
 fn bulk_load(store: &Store, total: u64, batch: u64) {
@@ -132,19 +200,43 @@ fn point_query(n: u64) -> IndexQuery {
     }
 }
 
-/// Point reads, each in its own snapshot (as a query function would), over `population` docs.
-fn point_reads(store: &Store, threads: u64, each: u64, population: u64) -> f64 {
+/// How the reads of a measurement are grouped into snapshots.
+#[derive(Clone, Copy)]
+enum Snapshots {
+    /// One `store.read()` per point read, as a query function does.
+    PerRead,
+    /// Reads share a snapshot (renewed every [`READS_PER_SHARED_SNAPSHOT`], below the
+    /// per-transaction range cap): the cost of the lookup alone.
+    Shared,
+}
+
+const READS_PER_SHARED_SNAPSHOT: u64 = 1_000;
+
+/// Point reads over `population` docs, `each` per thread.
+fn point_reads(store: &Store, threads: u64, each: u64, population: u64, mode: Snapshots) -> f64 {
     let start = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|_| {
             let store = store.clone();
             std::thread::spawn(move || {
                 let mut rng = rand::thread_rng();
-                for _ in 0..each {
-                    let r = store.read().unwrap();
-                    let docs = r
-                        .collect(&point_query(rng.gen_range(0..population)), Some(1))
-                        .unwrap();
+                let mut shared = None;
+                for i in 0..each {
+                    let query = point_query(rng.gen_range(0..population));
+                    let docs = match mode {
+                        Snapshots::Shared => {
+                            if i % READS_PER_SHARED_SNAPSHOT == 0 {
+                                // End the old snapshot before taking the next connection.
+                                drop(shared.take());
+                                shared = Some(store.read().unwrap());
+                            }
+                            let snapshot = shared.as_ref().expect("taken above");
+                            snapshot.collect(&query, Some(1)).unwrap()
+                        }
+                        Snapshots::PerRead => {
+                            store.read().unwrap().collect(&query, Some(1)).unwrap()
+                        }
+                    };
                     assert_eq!(docs.len(), 1);
                 }
             })
@@ -156,34 +248,85 @@ fn point_reads(store: &Store, threads: u64, each: u64, population: u64) -> f64 {
     per_sec(threads * each, start.elapsed())
 }
 
-fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --benches` runs this too, so keep it short then.
-    let quick = !std::env::args().any(|a| a == "--bench");
-    let scale = if quick { 100 } else { 1 };
-
+fn writes(scale: u64) {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), true);
-    let seq = sequential_inserts(&store, 2_000 / scale, 0);
-    let group = concurrent_inserts(&store, 16, 4_000 / scale, 10_000_000);
-    println!("durable inserts, one commit per mutation (sequential): {seq:>10.0} mutations/s");
-    println!("durable inserts, group commit, 16 writer threads:      {group:>10.0} mutations/s  ({:.1}x)", group / seq);
-    let piped = pipelined_inserts(&store, 100_000 / scale, 1_024, 20_000_000);
-    println!("durable inserts, group commit, 1024 in flight (submit): {piped:>9.0} mutations/s  ({:.1}x)", piped / seq);
+    let n = 2_000 / scale;
+    let seq = measure_writes(
+        "durable inserts, one commit per mutation (sequential)",
+        n,
+        None,
+        || sequential_inserts(&store, n, 0),
+    );
+    let n = 16 * (4_000 / scale);
+    measure_writes(
+        "durable inserts, 16 threads x 1 blocking mutate",
+        n,
+        Some(seq),
+        || blocking_threads(&store, 16, n / 16, 10_000_000),
+    );
+    let n = 16 * (12_500 / scale);
+    measure_writes(
+        "durable inserts, 16 threads x 64-job submit window",
+        n,
+        Some(seq),
+        || pipelined_clients(&store, 16, n / 16, 64, 20_000_000),
+    );
+    let n = 200_000 / scale;
+    measure_writes(
+        "durable inserts, 1 submitter x 256 in flight",
+        n,
+        Some(seq),
+        || pipelined_clients(&store, 1, n, 256, 30_000_000),
+    );
     store.close().unwrap();
     drop(store);
 
+    // Without fsync the rate is bounded by the writer thread's CPU per mutation.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), false);
+    let n = 16 * (12_500 / scale);
+    measure_writes(
+        "no fsync (CPU bound), 16 threads x 64-job submit window",
+        n,
+        Some(seq),
+        || pipelined_clients(&store, 16, n / 16, 64, 0),
+    );
+    store.close().unwrap();
+}
+
+fn reads(scale: u64) {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), true);
-    let small = 10_000;
-    bulk_load(&store, small, 5_000);
+    let population = 10_000;
+    bulk_load(&store, population, 5_000);
+    let n = 200_000 / scale;
+    for mode in [Snapshots::PerRead, Snapshots::Shared] {
+        let label = match mode {
+            Snapshots::PerRead => "one snapshot per read",
+            Snapshots::Shared => "one snapshot per thread",
+        };
+        let one = point_reads(&store, 1, n, population, mode);
+        let two = point_reads(&store, 2, n / 2, population, mode);
+        println!(
+            "index point reads, {label:<23}, 1 thread:  {one:>9.0} /s  ({:.2} us/read)",
+            1e6 / one
+        );
+        println!(
+            "index point reads, {label:<23}, 2 threads: {two:>9.0} /s  ({:.2}x of 1 thread)",
+            two / one
+        );
+    }
+    store.close().unwrap();
+}
+
+fn lookup_scale(scale: u64) {
     let reads = 200_000 / scale;
-    let one = point_reads(&store, 1, reads, small);
-    let two = point_reads(&store, 2, reads / 2, small);
-    println!("index point reads, 1 thread, 10k docs:                 {one:>10.0} reads/s");
-    println!(
-        "index point reads, 2 threads, 10k docs:                {two:>10.0} reads/s  ({:.2}x)",
-        two / one
-    );
+    let small = 10_000;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), true);
+    bulk_load(&store, small, 5_000);
+    let at_small = point_reads(&store, 1, reads, small, Snapshots::PerRead);
     store.close().unwrap();
     drop(store);
 
@@ -193,12 +336,37 @@ fn main() {
     let start = Instant::now();
     bulk_load(&store, big, 10_000);
     let load = per_sec(big, start.elapsed());
-    println!("bulk load of {big} documents (10k per mutation):       {load:>10.0} docs/s");
-    let at_big = point_reads(&store, 1, reads, big);
-    println!("index point reads, 1 thread, {big} docs:             {at_big:>10.0} reads/s");
-    println!(
-        "lookup cost at {big} vs 10k documents: {:.2}x (per-read time ratio)",
-        one / at_big
-    );
+    println!("bulk load of {big} documents (10k per mutation):        {load:>9.0} docs/s");
+    let at_big = point_reads(&store, 1, reads, big, Snapshots::PerRead);
     store.close().unwrap();
+    drop(store);
+    println!("index point reads (one snapshot each), {small} docs:     {at_small:>9.0} /s");
+    println!("index point reads (one snapshot each), {big} docs:   {at_big:>9.0} /s");
+    println!(
+        "lookup cost at {big} vs {small} documents: {:.2}x (per-read time ratio)",
+        at_small / at_big
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs this too, so keep it short then.
+    let quick = !args.iter().any(|a| a == "--bench");
+    let scale = if quick { 100 } else { 1 };
+    let sections: Vec<&str> = args
+        .iter()
+        .skip(1)
+        .map(String::as_str)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |name: &str| sections.is_empty() || sections.contains(&name);
+    if wanted("writes") {
+        writes(scale);
+    }
+    if wanted("reads") {
+        reads(scale);
+    }
+    if wanted("scale") {
+        lookup_scale(scale);
+    }
 }
