@@ -145,7 +145,7 @@ fn main() {
         let mut app = App::new();
         app.query("items:get", |ctx, args: ById| ctx.db.get(&args.id));
         app.mutation("items:add", |ctx, _: tickethub_runtime::NoArgs| ctx.db.insert("items", serde_json::json!({ "n": 1.0 })));
-        let runtime = Runtime::new(app, store, RuntimeConfig { clock: tickethub_runtime::Clock::System, auth_enabled: false, env: Default::default() });
+        let runtime = Runtime::new(app, store, RuntimeConfig { clock: tickethub_runtime::Clock::System, auth_enabled: false, env: Default::default(), ..RuntimeConfig::default() });
         let added = runtime
             .call(CallRequest {
                 path: "items:add".into(),

@@ -44,6 +44,10 @@ pub struct RuntimeConfig {
     pub auth_enabled: bool,
     /// Environment values functions may read via `ctx.env(name)`.
     pub env: BTreeMap<String, String>,
+    /// Test clock only: move the (persisted) test time forward by this many ms once, while the
+    /// runtime is built, before the scheduler first looks for due work. Simulates downtime
+    /// deterministically (`serve --test-clock-skip`). 0 = no skip.
+    pub test_clock_skip_ms: f64,
 }
 
 impl Default for RuntimeConfig {
@@ -52,6 +56,7 @@ impl Default for RuntimeConfig {
             clock: Clock::System,
             auth_enabled: false,
             env: BTreeMap::new(),
+            test_clock_skip_ms: 0.0,
         }
     }
 }
@@ -185,6 +190,29 @@ impl Inner {
         }
         Ok(spec.clone())
     }
+}
+
+/// The test clock's offset at start-up: the stored one moved forward by `skip_ms` (persisted
+/// before anything runs, so the skip happens once even if the process dies right after).
+fn restore_test_offset(store: &Store, skip_ms: f64) -> Result<f64, FnError> {
+    if !(skip_ms.is_finite() && skip_ms >= 0.0) {
+        return Err(FnError::msg(format!(
+            "test_clock_skip_ms must be a non-negative number of ms, got {skip_ms}"
+        )));
+    }
+    let stored = crate::test_clock::load(&store.read()?)?;
+    if skip_ms == 0.0 {
+        return Ok(stored);
+    }
+    let offset = stored + skip_ms;
+    store
+        .mutate(move |txn| -> Result<(), FnError> { Ok(crate::test_clock::save(txn, offset)?) })?;
+    tracing::info!(
+        skipped_ms = skip_ms,
+        offset_ms = offset,
+        "test clock moved forward at start-up"
+    );
+    Ok(offset)
 }
 
 /// Serialize call args; they must form an object.
@@ -327,27 +355,52 @@ impl Runtime {
     /// Engine-owned tables to add to the schema before opening the store (`_scheduled_functions`,
     /// cron state).
     pub fn system_tables() -> Vec<TableDef> {
-        crate::scheduler::system_tables()
+        let mut tables = crate::scheduler::system_tables();
+        tables.push(crate::test_clock::system_table());
+        tables
     }
 
+    /// Build a runtime. Panics where [`Runtime::try_new`] fails (only with the test clock: the
+    /// store could not be read or written, or the start-up skip is not a valid number).
     pub fn new(app: App, store: Store, config: RuntimeConfig) -> Runtime {
+        Runtime::try_new(app, store, config)
+            .unwrap_or_else(|e| panic!("could not start the runtime: {e}"))
+    }
+
+    /// Build a runtime: the app's functions plus the built-in `_system/*` queries. With the test
+    /// clock this reads the persisted offset and applies `test_clock_skip_ms` (blocking on the
+    /// store: call it off the async threads).
+    pub fn try_new(app: App, store: Store, config: RuntimeConfig) -> Result<Runtime, FnError> {
+        let offset = match config.clock {
+            Clock::System if config.test_clock_skip_ms != 0.0 => {
+                return Err(FnError::msg(
+                    "test_clock_skip_ms needs the test clock (serve --test-clock)",
+                ));
+            }
+            Clock::System => 0.0,
+            Clock::Test => restore_test_offset(&store, config.test_clock_skip_ms)?,
+        };
+        let mut system = App::system();
+        crate::scheduler::register_system_functions(&mut system);
+        // The app cannot register `_system/` paths (App refuses them), so nothing is shadowed.
         let functions = app
             .functions
             .into_iter()
+            .chain(system.functions)
             .map(|(path, spec)| (path, Arc::new(spec)))
             .collect();
-        Runtime {
+        Ok(Runtime {
             inner: Arc::new(Inner {
                 functions,
                 routes: app.routes,
                 crons: app.crons,
                 store,
                 config,
-                clock_offset_ms: Mutex::new(0.0),
+                clock_offset_ms: Mutex::new(offset),
                 pins: Mutex::new(VecDeque::new()),
                 sched: SchedulerState::default(),
             }),
-        }
+        })
     }
 
     /// Start the scheduler and cron loops on the current tokio runtime. A cron that was due while
@@ -680,6 +733,17 @@ impl Runtime {
             )));
         }
         *self.inner.clock_offset_ms.lock() += ms;
+        if ms > 0.0 {
+            // Persist before running what became due, so no job completes at a test time a
+            // restart would then place in the future. The job stores the offset current when it
+            // runs (offsets only grow, and `save` never lowers the stored one).
+            let inner = self.inner.clone();
+            crate::scheduler::system_mutation(self, move |txn| {
+                let offset = *inner.clock_offset_ms.lock();
+                Ok(crate::test_clock::save(txn, offset)?)
+            })
+            .await?;
+        }
         crate::scheduler::run_until_idle(self).await?;
         Ok(self.now_ms())
     }

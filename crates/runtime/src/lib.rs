@@ -7,7 +7,9 @@
 //! - [`engine`]: [`Runtime`]: runs calls (queries on snapshots, mutations on the store's writer
 //!   thread), HTTP actions, pinned snapshots, the clock.
 //! - [`scheduler`]: scheduled functions and crons, kept in system tables (`_scheduled_functions`,
-//!   `_cron_jobs`) so a restart neither loses nor repeats a job.
+//!   `_cron_jobs`) so a restart neither loses nor repeats a job; the built-in admin-only
+//!   queries `_system/scheduler:list` and `_system/crons:list`.
+//! - [`test_clock`]: the test clock's offset, persisted so test time survives a restart.
 
 pub mod ctx;
 pub mod db;
@@ -15,6 +17,7 @@ pub mod engine;
 pub mod error;
 pub mod registry;
 pub mod scheduler;
+pub mod test_clock;
 
 pub use ctx::{
     inspect_string, ActionCtx, Auth, Identity, LogLevel, MutationCtx, QueryCtx, Scheduler,
@@ -27,7 +30,7 @@ pub use engine::{CallRequest, CallResult, Caller, Clock, ReadAt, Runtime, Runtim
 pub use error::FnError;
 pub use registry::{
     canonicalize_path, App, Args, CronSchedule, CronSpec, FunctionKind, FunctionSpec, NoArgs,
-    Route, RoutePath, Visibility,
+    Route, RoutePath, Visibility, SYSTEM_MODULE_PREFIX,
 };
 
 pub use scheduler::JobState;

@@ -274,6 +274,18 @@ pub struct App {
     pub(crate) functions: BTreeMap<String, FunctionSpec>,
     pub(crate) routes: Vec<HttpRoute>,
     pub(crate) crons: Vec<CronSpec>,
+    owner: Owner,
+}
+
+/// Module paths under this prefix belong to the runtime's built-in functions.
+pub const SYSTEM_MODULE_PREFIX: &str = "_system/";
+
+/// Who registers into an [`App`]: apps may not use `_system/` paths, so a built-in function is
+/// never shadowed by (or shadows) an app's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Owner {
+    Application,
+    Runtime,
 }
 
 impl Default for App {
@@ -297,6 +309,15 @@ impl App {
             functions: BTreeMap::new(),
             routes: Vec::new(),
             crons: Vec::new(),
+            owner: Owner::Application,
+        }
+    }
+
+    /// The runtime's own functions (`_system/...`), merged in by `Runtime::new`.
+    pub(crate) fn system() -> App {
+        App {
+            owner: Owner::Runtime,
+            ..App::new()
         }
     }
 
@@ -312,6 +333,16 @@ impl App {
             canonicalize_path(path).unwrap_or_else(|e| panic!("registering `{path}`: {e}"));
         if self.functions.contains_key(&canonical) {
             panic!("function `{canonical}` is registered twice");
+        }
+        let reserved = canonical.starts_with(SYSTEM_MODULE_PREFIX);
+        match self.owner {
+            Owner::Application if reserved => panic!(
+                "registering `{path}`: paths under `{SYSTEM_MODULE_PREFIX}` are reserved for the runtime's built-in functions"
+            ),
+            Owner::Runtime if !reserved => {
+                panic!("built-in function `{canonical}` must live under `{SYSTEM_MODULE_PREFIX}`")
+            }
+            Owner::Application | Owner::Runtime => {}
         }
         let spec = FunctionSpec {
             path: canonical.clone(),

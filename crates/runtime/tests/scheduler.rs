@@ -328,8 +328,8 @@ async fn missed_cron_runs_coalesce_into_one() {
         rt.store().close().unwrap();
     }
     {
-        // Down for an hour: one run on the way back (the new process's clock offset starts at
-        // zero again, so an hour from real time is well past the stored next run).
+        // Down for an hour: one run on the way back (the test clock's offset is persisted, so
+        // an hour on from where the last process stopped is well past the stored next run).
         let rt = runtime(dir.path(), app(), Clock::Test);
         rt.advance_time(3_600_000.0).await.unwrap();
         assert_eq!(count(&rt, "cron").await, 3.0);

@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// Let tests move time forward: enables POST /api/test/advance_time (admin only).
     #[arg(long)]
     pub test_clock: bool,
+    /// With --test-clock: move the test time forward by this many ms once at start-up, before
+    /// any due job or cron is looked at (simulates the server having been down that long).
+    #[arg(long, value_name = "MS", requires = "test_clock", value_parser = parse_skip_ms)]
+    pub test_clock_skip: Option<f64>,
 }
 
 impl ServeArgs {
@@ -87,8 +91,19 @@ impl ServeArgs {
             } else {
                 Clock::System
             },
+            test_clock_skip_ms: self.test_clock_skip.unwrap_or(0.0),
             env: std::env::vars().collect(),
             auth: crate::server::AuthSource::Environment,
         })
+    }
+}
+
+/// A non-negative, finite number of milliseconds.
+fn parse_skip_ms(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(ms) if ms.is_finite() && ms >= 0.0 => Ok(ms),
+        _ => Err(format!(
+            "expected a non-negative number of ms, got `{text}`"
+        )),
     }
 }

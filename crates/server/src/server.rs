@@ -58,6 +58,9 @@ pub struct ServerOptions {
     pub admin_key: AdminKeySource,
     pub schema: SchemaSource,
     pub clock: Clock,
+    /// With the test clock: ms to move the persisted test time forward once at start-up
+    /// (simulated downtime; `--test-clock-skip`). 0 = none.
+    pub test_clock_skip_ms: f64,
     /// Given to functions (`ctx.env`) and read for auth configuration.
     pub env: BTreeMap<String, String>,
     pub auth: AuthSource,
@@ -148,15 +151,17 @@ impl Server {
             )
         })?;
 
-        let runtime = Runtime::new(
-            app,
-            store,
-            RuntimeConfig {
-                clock: options.clock,
-                auth_enabled,
-                env: options.env.clone(),
-            },
-        );
+        let config = RuntimeConfig {
+            clock: options.clock,
+            auth_enabled,
+            env: options.env.clone(),
+            test_clock_skip_ms: options.test_clock_skip_ms,
+        };
+        // Blocking: with the test clock it reads (and may write) the persisted offset.
+        let runtime = tokio::task::spawn_blocking(move || Runtime::try_new(app, store, config))
+            .await
+            .context("starting the runtime")?
+            .map_err(|e| anyhow::anyhow!("could not start the runtime: {e}"))?;
         runtime.start_background();
 
         let state = AppState::new(

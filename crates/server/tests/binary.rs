@@ -161,6 +161,7 @@ fn options(data_dir: &Path, schema: &str) -> ServerOptions {
         admin_key: AdminKeySource::Given("tickethub-admin|test".into()),
         schema: SchemaSource::Text(schema.into()),
         clock: Clock::System,
+        test_clock_skip_ms: 0.0,
         env: Default::default(),
         auth: AuthSource::Config(tickethub_auth::AuthConfig::disabled()),
     }

@@ -54,6 +54,7 @@ impl Hub {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<BTreeMap<_, _>>(),
+            ..RuntimeConfig::default()
         };
         Hub {
             rt: Runtime::new(ticket_hub_functions::app(), store, config),

@@ -192,6 +192,7 @@ impl TestServer {
                 clock,
                 auth_enabled: true,
                 env: Default::default(),
+                ..RuntimeConfig::default()
             },
         );
         let state = AppState::new(
