@@ -1,14 +1,15 @@
 //! Store throughput figures (not a test: nothing here asserts).
 //!
-//! Run: `cargo bench -p tickethub-store --bench store [-- --bench [writes] [reads] [scale]]`
+//! Run: `cargo bench -p tickethub-store --bench store [-- --bench [writes] [ceiling] [reads] [scale]]`
 //! (no section names: all three). Every figure is printed next to a ratio against a baseline
 //! taken in the same run, because absolute numbers on a shared machine move with its load.
 //!
 //! - `writes`: durable single-document inserts into `users` (two indexes): one commit per
 //!   mutation (sequential `mutate`, the baseline) vs group commit with 16 threads of one blocking
 //!   `mutate` each, 16 threads each pipelining a window of 64 `submit`s (as an async server
-//!   would), and one submitter keeping 256 in flight; then the writer thread's CPU per mutation
-//!   without fsync.
+//!   would), and one submitter keeping 256 in flight. Each line also gives the writer thread's
+//!   CPU time per mutation, which moves far less with machine load than the rates do.
+//! - `ceiling`: the same inserts without fsync: the rate the writer's CPU cost alone allows.
 //! - `reads`: indexed point reads on 1 and 2 threads, measured the way the runtime reads (one
 //!   snapshot per query: `store.read()` + `collect(limit 1)`) and many reads in one snapshot.
 //! - `scale`: per-snapshot point reads at 10k vs 1M documents.
@@ -33,9 +34,8 @@ indexes.by_email = ["email"]
 
 fn open(dir: &std::path::Path, durable: bool) -> Store {
     let options = StoreOptions {
-        readers: 4,
-        max_batch: 256,
         durable,
+        ..StoreOptions::default()
     };
     Store::open(dir, Schema::from_toml(SCHEMA).unwrap(), options).unwrap()
 }
@@ -280,8 +280,9 @@ fn writes(scale: u64) {
         || pipelined_clients(&store, 1, n, 256, 30_000_000),
     );
     store.close().unwrap();
-    drop(store);
+}
 
+fn writer_ceiling(scale: u64) {
     // Without fsync the rate is bounded by the writer thread's CPU per mutation.
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), false);
@@ -289,7 +290,7 @@ fn writes(scale: u64) {
     measure_writes(
         "no fsync (CPU bound), 16 threads x 64-job submit window",
         n,
-        Some(seq),
+        None,
         || pipelined_clients(&store, 16, n / 16, 64, 0),
     );
     store.close().unwrap();
@@ -352,7 +353,11 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this too, so keep it short then.
     let quick = !args.iter().any(|a| a == "--bench");
-    let scale = if quick { 100 } else { 1 };
+    // STORE_BENCH_DIVISOR shrinks every count (e.g. 10 for a run under callgrind).
+    let divisor = std::env::var("STORE_BENCH_DIVISOR")
+        .ok()
+        .and_then(|d| d.parse().ok());
+    let scale = divisor.unwrap_or(if quick { 100 } else { 1 }).max(1);
     let sections: Vec<&str> = args
         .iter()
         .skip(1)
@@ -362,6 +367,9 @@ fn main() {
     let wanted = |name: &str| sections.is_empty() || sections.contains(&name);
     if wanted("writes") {
         writes(scale);
+    }
+    if wanted("ceiling") {
+        writer_ceiling(scale);
     }
     if wanted("reads") {
         reads(scale);

@@ -377,8 +377,7 @@ impl ReadTxn {
         catalog: Arc<Catalog>,
     ) -> Result<ReadTxn, StoreError> {
         // BEGIN alone takes no snapshot; the first read does, so read the commit ts right away.
-        let started = conn
-            .execute_batch("BEGIN")
+        let started = crate::store::run_cached(&conn, "BEGIN")
             .map_err(StoreError::from)
             .and_then(|_| crate::store::read_last_ts(&conn));
         match started {
@@ -390,7 +389,7 @@ impl ReadTxn {
                 tracker: ReadTracker::default(),
             }),
             Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
+                let _ = crate::store::run_cached(&conn, "ROLLBACK");
                 pool.put(conn);
                 Err(e)
             }
@@ -405,7 +404,7 @@ impl Drop for ReadTxn {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
             // A read transaction has nothing to commit; ending it releases the WAL snapshot.
-            let _ = conn.execute_batch("COMMIT");
+            let _ = crate::store::run_cached(&conn, "COMMIT");
             self.pool.put(conn);
         }
     }
