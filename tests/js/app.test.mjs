@@ -432,8 +432,8 @@ describe("Ticket Hub: scheduled offers across a crash", { timeout: 600_000 }, ()
     await app.server.restart();
     [organizer, a, b, c] = await Promise.all([O, A, B, C].map((id) => app.as(id)));
     assert.equal((await entryFor(b, B, eventId)).status, "offered");
-    // The test clock's offset is not kept across a restart, so advance from wherever the
-    // server's clock now stands to past B's expiry.
+    // Advance from wherever the restarted server's clock stands (the test time survives a
+    // restart) to past B's expiry.
     const restartedNow = await app.server.advanceTime(0);
     const later = await app.server.advanceTime(Math.max(0, offerB.offerExpiresAt - restartedNow) + MINUTE_MS);
     assert.ok(later >= offerB.offerExpiresAt, `clock ${later} did not pass the expiry ${offerB.offerExpiresAt}`);
