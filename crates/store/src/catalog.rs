@@ -32,11 +32,29 @@ pub(crate) struct IndexInfo {
     /// User field paths (split on `.`), without the implicit `_creationTime` and `_id`.
     pub fields: Vec<Vec<String>>,
     pub kind: IndexKind,
+    /// [`IndexInfo::queryable_fields`], computed once: every query checks its fields against it.
+    queryable: Vec<String>,
 }
 
 impl IndexInfo {
+    pub fn new(id: IndexId, name: String, fields: Vec<Vec<String>>, kind: IndexKind) -> IndexInfo {
+        let mut info = IndexInfo {
+            id,
+            name,
+            fields,
+            kind,
+            queryable: Vec::new(),
+        };
+        info.queryable = info.compute_queryable_fields();
+        info
+    }
+
     /// The fields a query may constrain, in order: the user fields, then the implicit ones.
-    pub fn queryable_fields(&self) -> Vec<String> {
+    pub fn queryable_fields(&self) -> &[String] {
+        &self.queryable
+    }
+
+    fn compute_queryable_fields(&self) -> Vec<String> {
         match self.kind {
             IndexKind::ById => vec![ID_FIELD.to_string()],
             IndexKind::Entries => {

@@ -449,12 +449,7 @@ fn migrate_in_txn(
                 .map(|f| f.split('.').map(str::to_string).collect())
                 .collect();
             infos.push((
-                IndexInfo {
-                    id,
-                    name: index_name,
-                    fields: paths,
-                    kind,
-                },
+                IndexInfo::new(id, index_name, paths, kind),
                 fresh && kind == IndexKind::Entries,
             ));
         }

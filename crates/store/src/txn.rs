@@ -305,15 +305,17 @@ fn scan_impl(
     let mut stopped_at: Option<Vec<u8>> = None;
     let mut outcome = Ok(());
     while let Some(row) = rows.next()? {
-        let key: Vec<u8> = row.get(0)?;
-        let id_bytes: Vec<u8> = row.get(1)?;
+        // Borrow the key and id straight from SQLite's row buffer; only the key a scan stops
+        // at is copied (for the read set).
+        let key = row.get_ref(0)?.as_blob().map_err(corrupt)?;
+        let id_bytes = row.get_ref(1)?.as_blob().map_err(corrupt)?;
         let creation_time: f64 = row.get(2)?;
         let body = row.get_ref(3)?.as_blob().map_err(corrupt)?;
         let id =
-            id_from_key(&id_bytes).ok_or_else(|| corrupt("malformed document id in storage"))?;
+            id_from_key(id_bytes).ok_or_else(|| corrupt("malformed document id in storage"))?;
         if let Err(e) = tracker.count_doc(body.len()) {
             outcome = Err(e);
-            stopped_at = Some(key);
+            stopped_at = Some(key.to_vec());
             break;
         }
         let doc = Document {
@@ -321,15 +323,15 @@ fn scan_impl(
             creation_time,
             fields: decode_fields(body).map_err(corrupt)?,
         };
-        match visit(&key, doc) {
+        match visit(key, doc) {
             Ok(Visit::Continue) => {}
             Ok(Visit::Stop) => {
-                stopped_at = Some(key);
+                stopped_at = Some(key.to_vec());
                 break;
             }
             Err(e) => {
                 outcome = Err(e);
-                stopped_at = Some(key);
+                stopped_at = Some(key.to_vec());
                 break;
             }
         }
