@@ -1,4 +1,4 @@
-//! The benchmark command: `cargo run --release -p bench -- --quick|--full|--soak|--load-check`.
+//! The benchmark command: `cargo run --release -p bench -- --quick|--full|--soak|--load-check|--fanout`.
 //!
 //! Module map:
 //! - [`loadgen`]: the one load generator (tokio + hyper keep-alive connections, HDR histogram).
@@ -8,7 +8,9 @@
 //! - [`servers`]: launching tickethub and the hello server; [`hello`]: the hello server itself.
 //! - [`pocketbase`]: installing and configuring the PocketBase peer.
 //! - [`storage`]: raw rusqlite (the storage ceiling), tickethub's store in-process, bounded scans.
-//! - [`fanout`]: subscription fan-out over the WebSocket sync protocol.
+//! - [`fanout`]: subscription fan-out over the WebSocket sync protocol (a row of the suite).
+//! - [`live`]: `--fanout`, the live-queries measurements: commit-to-client latency with 1,000
+//!   subscribers, resident memory per idle connection, query executions per commit.
 //! - [`suite`]: `--quick` / `--full`; [`soak`]: `--soak` and `--load-check`.
 //! - [`report`]: JSON and Markdown results; [`plot`]: the PNG.
 //!
@@ -16,6 +18,7 @@
 
 mod fanout;
 mod hello;
+mod live;
 mod loadgen;
 mod plot;
 mod pocketbase;
@@ -40,7 +43,7 @@ use clap::{ArgGroup, Parser, Subcommand};
 #[command(
     name = "bench",
     about = "Benchmark tickethub against PocketBase, a bare hyper server and raw SQLite",
-    group(ArgGroup::new("mode").args(["quick", "full", "soak", "load_check"]))
+    group(ArgGroup::new("mode").args(["quick", "full", "soak", "load_check", "fanout"]))
 )]
 struct Cli {
     /// A smoke pass of a few seconds per system.
@@ -55,6 +58,15 @@ struct Cli {
     /// 256 keep-alive connections for 30 s against a query; exits non-zero on failure.
     #[arg(long)]
     load_check: bool,
+    /// Live queries: commit-to-client latency, memory per connection, executions per commit.
+    #[arg(long)]
+    fanout: bool,
+    /// Subscribers (and idle connections) for `--fanout`.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Updates of the watched row for `--fanout`.
+    #[arg(long, default_value_t = 20)]
+    rounds: u64,
     /// Soak duration.
     #[arg(long, default_value_t = 10.0)]
     minutes: f64,
@@ -113,6 +125,7 @@ enum Mode {
     Full,
     Soak,
     LoadCheck,
+    Fanout,
 }
 
 fn main() -> Result<()> {
@@ -143,6 +156,8 @@ fn main() -> Result<()> {
         Mode::Soak
     } else if cli.load_check {
         Mode::LoadCheck
+    } else if cli.fanout {
+        Mode::Fanout
     } else {
         Mode::Quick
     };
@@ -258,6 +273,18 @@ async fn run(
             if !report.passed {
                 anyhow::bail!("the soak failed");
             }
+        }
+        Mode::Fanout => {
+            let settings = live::FanoutSettings {
+                subscribers: cli.subscribers,
+                rounds: cli.rounds,
+                client_threads: cli.client_threads.max(1),
+            };
+            let bin = servers::tickethub_binary()?;
+            let report = live::run(&bin, &work, &settings, command).await?;
+            report.write(&results)?;
+            println!("{}", report.markdown());
+            eprintln!("[bench] wrote {}/fanout.{{json,md}}", results.display());
         }
         Mode::LoadCheck => {
             let report = soak::run_load_check(&work, &command).await?;
