@@ -94,7 +94,7 @@ async fn rejected_answers_are_counted_and_not_acknowledged() {
     assert_eq!(result.acked.len(), 50);
     assert!(result.acked.iter().all(|a| {
         let n: u64 = a.trim_start_matches("op-").parse().unwrap();
-        n % 2 == 0
+        n.is_multiple_of(2)
     }));
 }
 

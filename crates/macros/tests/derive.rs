@@ -54,6 +54,7 @@ struct Containers {
     maybe_items: Vec<Option<i64>>,
     scores: BTreeMap<String, f64>,
     counts: HashMap<String, Vec<bool>>,
+    #[allow(clippy::box_collection)] // on purpose: `Box<T>` maps to T's validator
     boxed: Box<String>,
     #[arg(bytes)]
     payload: Vec<u8>,

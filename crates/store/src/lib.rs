@@ -26,7 +26,7 @@ pub use log::{CommitLog, IndexId, ReadRange, ReadSet, WriteSet, WrittenKey};
 pub use query::{Bound, IndexQuery, Order, Page, PageRequest, MAX_PAGE_ITEMS};
 pub use schema::{IndexDef, Schema, SchemaError, TableDef};
 pub use store::{CommitHook, CommitInfo, Done, Job, Outcome, Store, StoreOptions};
-pub use txn::{caps, DocReader, Document, ReadTxn, Visit, WriteTxn};
+pub use txn::{caps, DocReader, Document, ReadTxn, ScanVisitor, Visit, WriteTxn};
 
 use tickethub_value::{DocumentId, IdError, JsonError, LimitError, ValidationError};
 

@@ -54,6 +54,9 @@ pub enum Visit {
     Stop,
 }
 
+/// What a scan calls for each entry: its index key and document; the answer says whether to go on.
+pub type ScanVisitor<'a> = dyn FnMut(&[u8], Document) -> Result<Visit, StoreError> + 'a;
+
 /// Reads shared by snapshots and the writer. Every read is recorded in the transaction's read set
 /// (for live queries) and counted against the per-transaction read caps.
 pub trait DocReader {
@@ -70,7 +73,7 @@ pub trait DocReader {
         &self,
         query: &IndexQuery,
         resume_after: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], Document) -> Result<Visit, StoreError>,
+        visit: &mut ScanVisitor<'_>,
     ) -> Result<(), StoreError>;
     /// Convenience over `scan`: up to `limit` documents.
     fn collect(
@@ -268,7 +271,7 @@ fn scan_impl(
     tracker: &ReadTracker,
     query: &IndexQuery,
     resume_after: Option<&[u8]>,
-    visit: &mut dyn FnMut(&[u8], Document) -> Result<Visit, StoreError>,
+    visit: &mut ScanVisitor<'_>,
 ) -> Result<(), StoreError> {
     let mut plan = plan(catalog, query)?;
     tracker.count_range()?;
@@ -431,7 +434,7 @@ impl DocReader for ReadTxn {
         &self,
         query: &IndexQuery,
         resume_after: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], Document) -> Result<Visit, StoreError>,
+        visit: &mut ScanVisitor<'_>,
     ) -> Result<(), StoreError> {
         scan_impl(
             self.conn(),
@@ -693,7 +696,7 @@ impl DocReader for WriteTxn<'_> {
         &self,
         query: &IndexQuery,
         resume_after: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], Document) -> Result<Visit, StoreError>,
+        visit: &mut ScanVisitor<'_>,
     ) -> Result<(), StoreError> {
         scan_impl(
             self.conn,
