@@ -728,7 +728,7 @@ impl FanoutReport {
         );
         let _ = writeln!(
             md,
-            "\nThe unrelated commits still sent {} Transitions (each commit advances every client's timestamp, with no modifications).",
+            "\nThe unrelated commits sent {} Transitions to the 1,000 subscribers (a commit that changes none of a client's results sends it nothing).",
             e.unrelated_transitions
         );
         if !self.notes.is_empty() {

@@ -363,7 +363,11 @@ impl Session {
             ts: self.version.ts.max(latest),
         };
         self.processed = latest;
-        if modifications.is_empty() && end == self.version && !change.always_send {
+        // A commit that changed none of this client's results is not worth a message: the client
+        // needs a newer timestamp only to resolve its own mutations (`always_send`).
+        let versions_moved =
+            end.query_set != self.version.query_set || end.identity != self.version.identity;
+        if modifications.is_empty() && !versions_moved && !change.always_send {
             return Ok(());
         }
         let start = self.version;
