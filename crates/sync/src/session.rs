@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tickethub_runtime::{CallRequest, Caller, FnError, FunctionKind, Identity, ReadAt};
-use tickethub_store::{ReadSet, StoreError, Timestamp, WriteSet};
+use tickethub_store::{ReadSet, Timestamp, WriteSet};
 use tickethub_value::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -458,20 +458,15 @@ fn response_parts(
 /// What a client may see of a function error: user errors as they are, internal ones as a generic
 /// message (the details are in the server log).
 pub(crate) fn client_error(error: &FnError) -> QueryError {
-    let internal = matches!(error, FnError::Internal(_))
-        || matches!(error, FnError::Store(store) if !StoreError::is_user_error(store));
-    if internal {
+    if !error.is_user_visible() {
+        tracing::error!(code = error.code(), %error, "function failed on a sync connection");
         return QueryError {
             message: "Server Error".to_string(),
             data: None,
         };
     }
-    let data = match error {
-        FnError::Convex { data, .. } => Some(data.to_convex_json()),
-        _ => None,
-    };
     QueryError {
         message: error.to_string(),
-        data,
+        data: error.data().map(Value::to_convex_json),
     }
 }
