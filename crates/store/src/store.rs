@@ -71,8 +71,12 @@ pub const DB_FILE: &str = "tickethub.sqlite3";
 pub const FIRST_USER_TABLE: u32 = 10_001;
 /// Documents between progress lines while backfilling or checking a table.
 const PROGRESS_EVERY: u64 = 100_000;
-/// Page cache per connection, in KiB (SQLite's negative `cache_size`).
+/// The writer's page cache, in KiB (SQLite's negative `cache_size`).
 const CACHE_KIB: i64 = 32 * 1024;
+/// Each reader's page cache, in KiB. Readers get most pages through the memory map, so a small
+/// cache suffices, and resident memory stays flat under load instead of growing by up to
+/// `CACHE_KIB` per reader.
+const READER_CACHE_KIB: i64 = 4 * 1024;
 /// Address space each connection may map of the database file (virtual, not resident memory).
 const MMAP_BYTES: i64 = 1 << 30;
 /// WAL pages before a commit also checkpoints. SQLite's default (1000) is less than one big
@@ -583,6 +587,7 @@ impl Store {
         for _ in 0..options.readers.max(1) {
             let conn = open_connection(&path, options.durable, true)?;
             conn.pragma_update(None, "query_only", true)?;
+            conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
             conns.push(conn);
         }
         let readers = Arc::new(ReaderPool {
