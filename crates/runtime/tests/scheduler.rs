@@ -11,11 +11,6 @@ use tickethub_runtime::{
 };
 
 #[derive(Deserialize, Args)]
-struct Name {
-    name: String,
-}
-
-#[derive(Deserialize, Args)]
 struct Schedule {
     delay: f64,
     fail: bool,
@@ -24,33 +19,6 @@ struct Schedule {
 #[derive(Deserialize, Args)]
 struct JobId {
     id: String,
-}
-
-fn counter(ctx: &QueryCtx, name: &str) -> Result<f64, FnError> {
-    let row = ctx
-        .db
-        .query("counters")
-        .with_index("by_name", |q| q.eq("name", name))
-        .first()?;
-    Ok(row.and_then(|d| d.get_f64("value")).unwrap_or(0.0))
-}
-
-fn bump(ctx: &MutationCtx, name: &str) -> Result<(), FnError> {
-    match ctx
-        .db
-        .query("counters")
-        .with_index("by_name", |q| q.eq("name", name))
-        .first()?
-    {
-        Some(row) => ctx.db.patch(
-            &row.id,
-            json!({"value": row.get_f64("value").unwrap_or(0.0) + 1.0}),
-        ),
-        None => ctx
-            .db
-            .insert("counters", json!({"name": name, "value": 1.0}))
-            .map(|_| ()),
-    }
 }
 
 fn app() -> App {

@@ -5,46 +5,17 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use serde::Deserialize;
 use serde_json::json;
 use tickethub_runtime::{
-    App, Args, Clock, CronSchedule, FnError, Identity, MutationCtx, NoArgs, QueryCtx, Runtime,
+    App, Clock, CronSchedule, FnError, Identity, MutationCtx, NoArgs, QueryCtx, Runtime,
     RuntimeConfig, Value,
 };
-
-#[derive(Deserialize, Args)]
-struct Name {
-    name: String,
-}
-
-fn bump(ctx: &MutationCtx, name: &str) -> Result<(), FnError> {
-    match ctx
-        .db
-        .query("counters")
-        .with_index("by_name", |q| q.eq("name", name))
-        .first()?
-    {
-        Some(row) => ctx.db.patch(
-            &row.id,
-            json!({"value": row.get_f64("value").unwrap_or(0.0) + 1.0}),
-        ),
-        None => ctx
-            .db
-            .insert("counters", json!({"name": name, "value": 1.0}))
-            .map(|_| ()),
-    }
-}
 
 fn app() -> App {
     let mut app = App::new();
     app.internal_mutation("jobs:bump", |ctx: &MutationCtx, a: Name| bump(ctx, &a.name));
     app.query("jobs:counter", |ctx: &QueryCtx, a: Name| {
-        let row = ctx
-            .db
-            .query("counters")
-            .with_index("by_name", |q| q.eq("name", a.name.as_str()))
-            .first()?;
-        Ok(row.and_then(|d| d.get_f64("value")).unwrap_or(0.0))
+        counter(ctx, &a.name)
     });
     app.mutation("jobs:later", |ctx: &MutationCtx, _: NoArgs| {
         ctx.scheduler

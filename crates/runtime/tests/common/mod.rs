@@ -92,3 +92,44 @@ pub async fn err(rt: &Runtime, path: &str, args: Value) -> String {
         Err(e) => e.to_string(),
     }
 }
+
+/// `{name}`: which counter of the `counters` table a test job bumps or reads.
+#[derive(serde::Deserialize, tickethub_runtime::Args)]
+pub struct Name {
+    pub name: String,
+}
+
+/// The value of counter `name` (0 when it was never bumped).
+pub fn counter(
+    ctx: &tickethub_runtime::QueryCtx,
+    name: &str,
+) -> Result<f64, tickethub_runtime::FnError> {
+    let row = ctx
+        .db
+        .query("counters")
+        .with_index("by_name", |q| q.eq("name", name))
+        .first()?;
+    Ok(row.and_then(|d| d.get_f64("value")).unwrap_or(0.0))
+}
+
+/// Add one to counter `name`, creating it at 1.
+pub fn bump(
+    ctx: &tickethub_runtime::MutationCtx,
+    name: &str,
+) -> Result<(), tickethub_runtime::FnError> {
+    match ctx
+        .db
+        .query("counters")
+        .with_index("by_name", |q| q.eq("name", name))
+        .first()?
+    {
+        Some(row) => ctx.db.patch(
+            &row.id,
+            serde_json::json!({"value": row.get_f64("value").unwrap_or(0.0) + 1.0}),
+        ),
+        None => ctx
+            .db
+            .insert("counters", serde_json::json!({"name": name, "value": 1.0}))
+            .map(|_| ()),
+    }
+}
