@@ -475,13 +475,13 @@ impl Runtime {
             let spec = match rt.inner.resolve(&path, access, expected) {
                 Ok(spec) => spec,
                 Err(e) => {
-                    log_call(&path, None, started, &e.to_string(), Some(&e));
+                    log_call(&path, None, started, Some(&e));
                     return Execution::failed(e);
                 }
             };
             let execution = rt.run_spec(spec.clone(), args, auth, read_at, logs).await;
             let error = execution.outcome.as_ref().err();
-            log_call(&spec.path, Some(spec.kind), started, "", error);
+            log_call(&spec.path, Some(spec.kind), started, error);
             execution
         })
     }
@@ -706,7 +706,6 @@ impl Runtime {
             &label,
             Some(FunctionKind::HttpAction),
             started,
-            "",
             result.as_ref().err(),
         );
         let mut response = match result {
@@ -787,29 +786,28 @@ fn server_error_response(label: &str, error: &FnError) -> HttpResponse {
         .unwrap_or_else(|_| http::Response::new(bytes::Bytes::new()))
 }
 
+/// Milliseconds with three decimals, formatted only if the log line is emitted.
+struct Millis(std::time::Duration);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.3}", self.0.as_secs_f64() * 1000.0)
+    }
+}
+
 /// One tracing line per call: INFO on success, WARN for user errors, ERROR for internal ones.
-fn log_call(
-    path: &str,
-    kind: Option<FunctionKind>,
-    started: Instant,
-    _note: &str,
-    error: Option<&FnError>,
-) {
-    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let kind = kind.map(|k| k.to_string()).unwrap_or_else(|| "-".into());
+fn log_call(path: &str, kind: Option<FunctionKind>, started: Instant, error: Option<&FnError>) {
+    let duration_ms = Millis(started.elapsed());
+    let kind = kind.map_or("-", |k| k.as_str());
     match error {
-        None => tracing::info!(
-            path,
-            kind,
-            duration_ms,
-            outcome = "success",
-            "function call"
-        ),
+        None => {
+            tracing::info!(path, kind, duration_ms = %duration_ms, outcome = "success", "function call")
+        }
         Some(e) if e.is_user_visible() => {
-            tracing::warn!(path, kind, duration_ms, outcome = e.code(), error = %e, "function call")
+            tracing::warn!(path, kind, duration_ms = %duration_ms, outcome = e.code(), error = %e, "function call")
         }
         Some(e) => {
-            tracing::error!(path, kind, duration_ms, outcome = e.code(), error = %e, "function call")
+            tracing::error!(path, kind, duration_ms = %duration_ms, outcome = e.code(), error = %e, "function call")
         }
     }
 }

@@ -19,14 +19,21 @@ pub enum FunctionKind {
     HttpAction,
 }
 
-impl std::fmt::Display for FunctionKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl FunctionKind {
+    /// As Convex names the kind in messages ("Query", "Mutation", ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
             FunctionKind::Query => "Query",
             FunctionKind::Mutation => "Mutation",
             FunctionKind::Action => "Action",
             FunctionKind::HttpAction => "HttpAction",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for FunctionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
