@@ -512,8 +512,10 @@ impl Runtime {
         logs: LogSink,
     ) -> Execution {
         let inner = self.inner.clone();
-        let path = spec.path.clone();
-        let task = tokio::task::spawn_blocking(move || {
+        // Queries run right here on the async worker: they are synchronous, bounded by the
+        // per-transaction read caps, and typically take microseconds, so a hand-off to the
+        // blocking pool would cost more than the query itself.
+        let execute = move || {
             let run = |reader: &dyn DocReader| {
                 let env = CallEnv::new(inner.clone(), logs);
                 std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -555,9 +557,8 @@ impl Runtime {
                     Err(e) => Execution::failed(e),
                 },
             }
-        });
-        task.await
-            .unwrap_or_else(|e| Execution::failed(join_error(&path, e)))
+        };
+        execute()
     }
 
     async fn run_mutation(
