@@ -396,25 +396,26 @@ fn purchase_ticket(ctx: &MutationCtx, args: PurchaseTicketArgs) -> Result<Value,
 }
 
 fn get_user_tickets(ctx: &QueryCtx, args: UserIdArgs) -> Result<Vec<Value>, FnError> {
-    ensure_acting_for(&ctx.auth, &args.user_id)?;
-    let user_id = args.user_id.clone();
-    let tickets = ctx
-        .db
-        .query(TICKETS)
-        .with_index("by_user", move |q| q.eq("userId", user_id))
-        .collect()?;
-    with_events(ctx, tickets)
+    user_rows_with_events(ctx, TICKETS, args.user_id)
 }
 
 fn get_user_waiting_list(ctx: &QueryCtx, args: UserIdArgs) -> Result<Vec<Value>, FnError> {
-    ensure_acting_for(&ctx.auth, &args.user_id)?;
-    let user_id = args.user_id.clone();
-    let entries = ctx
+    user_rows_with_events(ctx, WAITING_LIST, args.user_id)
+}
+
+/// The caller's own rows of `table` (through its `by_user` index), each with its event joined in.
+fn user_rows_with_events(
+    ctx: &QueryCtx,
+    table: &str,
+    user_id: String,
+) -> Result<Vec<Value>, FnError> {
+    ensure_acting_for(&ctx.auth, &user_id)?;
+    let rows = ctx
         .db
-        .query(WAITING_LIST)
+        .query(table)
         .with_index("by_user", move |q| q.eq("userId", user_id))
         .collect()?;
-    with_events(ctx, entries)
+    with_events(ctx, rows)
 }
 
 /// `{...doc, event}` for each document with an `eventId`.

@@ -11,7 +11,6 @@ use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use serde::Deserialize;
 use tickethub_auth::webhook::WebhookVerifier;
-use tickethub_runtime::registry::RoutePath;
 use tickethub_runtime::{
     ActionCtx, App, FnError, HttpRequest, HttpResponse, LogLevel, Route, Value,
 };
@@ -23,10 +22,7 @@ pub const CLERK_WEBHOOK_SECRET_ENV: &str = "CLERK_WEBHOOK_SECRET";
 
 pub fn register(app: &mut App) {
     app.http_route(
-        Route {
-            path: RoutePath::Exact(CLERK_WEBHOOK_PATH.to_string()),
-            method: Method::POST,
-        },
+        Route::exact(Method::POST, CLERK_WEBHOOK_PATH),
         clerk_users_webhook,
     );
 }
