@@ -1,0 +1,193 @@
+//! Every tunable of tickethub has its home here, as Convex keeps its own in `knobs.rs`.
+//!
+//! Each knob has a default, a bound it is clamped to, and an environment override named
+//! `TICKETHUB_<NAME>`, read once when the knob is first used. A value that does not parse or is
+//! out of bounds is refused with a warning and the default (or the nearest bound) is used, so a
+//! typo never takes a server down and never goes unnoticed.
+//!
+//! Limits that are part of Convex's semantics (documents read per transaction, value sizes) are
+//! not knobs: they live in `tickethub_value::limits` and the store's `TxnLimits`, because an app
+//! must be able to rely on them.
+//!
+//! To add a knob: declare it below with [`knob!`], give it a doc comment that says what it
+//! bounds and why the default is what it is, and list it in `ARCHITECTURE.md`.
+
+use std::ops::RangeInclusive;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+/// Reads `TICKETHUB_<name>` as a `u64` within `bounds`, else `default`.
+pub fn from_env(name: &str, default: u64, bounds: RangeInclusive<u64>) -> u64 {
+    let var = format!("TICKETHUB_{name}");
+    let Ok(text) = std::env::var(&var) else {
+        return default;
+    };
+    match text.trim().replace('_', "").parse::<u64>() {
+        Ok(v) if bounds.contains(&v) => v,
+        Ok(v) => {
+            let clamped = v.clamp(*bounds.start(), *bounds.end());
+            tracing::warn!(
+                "{var}={v} is outside {}..={}; using {clamped}",
+                bounds.start(),
+                bounds.end()
+            );
+            clamped
+        }
+        Err(_) => {
+            tracing::warn!("{var}={text:?} is not a whole number; using the default {default}");
+            default
+        }
+    }
+}
+
+/// A knob: its name, the type it is used as, its default, and its inclusive bounds.
+macro_rules! knob {
+    ($(#[$doc:meta])* $name:ident: usize = $default:expr, min $lo:expr, max $hi:expr) => {
+        $(#[$doc])*
+        pub static $name: LazyLock<usize> =
+            LazyLock::new(|| from_env(stringify!($name), $default as u64, $lo as u64..=$hi as u64) as usize);
+    };
+    ($(#[$doc:meta])* $name:ident: u64 = $default:expr, min $lo:expr, max $hi:expr) => {
+        $(#[$doc])*
+        pub static $name: LazyLock<u64> =
+            LazyLock::new(|| from_env(stringify!($name), $default as u64, $lo as u64..=$hi as u64));
+    };
+    ($(#[$doc:meta])* $name:ident: Duration(ms) = $default:expr, min $lo:expr, max $hi:expr) => {
+        $(#[$doc])*
+        pub static $name: LazyLock<Duration> = LazyLock::new(|| {
+            Duration::from_millis(from_env(stringify!($name), $default as u64, $lo as u64..=$hi as u64))
+        });
+    };
+    ($(#[$doc:meta])* $name:ident: Duration(us) = $default:expr, min $lo:expr, max $hi:expr) => {
+        $(#[$doc])*
+        pub static $name: LazyLock<Duration> = LazyLock::new(|| {
+            Duration::from_micros(from_env(stringify!($name), $default as u64, $lo as u64..=$hi as u64))
+        });
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Store
+
+knob!(
+    /// Reader connections in the store's pool: the most snapshots open at once. A query that finds
+    /// none free never blocks an async worker: it waits on the blocking pool instead.
+    READER_POOL_SIZE: usize = 8, min 1, max 256
+);
+knob!(
+    /// Mutations queued for the writer thread beyond which new ones are refused with
+    /// `ServerOverloaded` instead of queueing without bound.
+    WRITER_QUEUE_CAPACITY: usize = 16_384, min 16, max 1_048_576
+);
+knob!(
+    /// Most mutations one group commit may hold. Under a deep queue one fsync is shared by many.
+    WRITER_MAX_BATCH: usize = 1024, min 1, max 65_536
+);
+knob!(
+    /// After a big batch, how long the writer waits for the callers it answered to send their
+    /// next mutations, so they share the next fsync.
+    WRITER_GATHER_WAIT: Duration(us) = 250, min 0, max 10_000
+);
+knob!(
+    /// The writer connection's SQLite page cache, in KiB.
+    WRITER_CACHE_KIB: u64 = 32 * 1024, min 256, max 4 * 1024 * 1024
+);
+knob!(
+    /// Each reader connection's SQLite page cache, in KiB. Readers get most pages through the
+    /// memory map, so a small cache keeps resident memory flat under load.
+    READER_CACHE_KIB: u64 = 4 * 1024, min 64, max 1024 * 1024
+);
+knob!(
+    /// Address space each connection may map of the database file (virtual, not resident).
+    MMAP_BYTES: u64 = 1u64 << 30, min 0, max 1u64 << 40
+);
+knob!(
+    /// WAL pages before a commit also checkpoints.
+    WAL_AUTOCHECKPOINT_PAGES: u64 = 16_384, min 100, max 1_000_000
+);
+knob!(
+    /// Size the WAL file is truncated back to after a checkpoint.
+    JOURNAL_SIZE_LIMIT_BYTES: u64 = 64u64 << 20, min 1u64 << 20, max 1u64 << 34
+);
+knob!(
+    /// Commits the in-memory commit log keeps for live queries. A subscriber further behind than
+    /// this re-runs all its queries once.
+    COMMIT_LOG_CAPACITY: usize = 4096, min 16, max 1_048_576
+);
+
+// ---------------------------------------------------------------------------------------------
+// Runtime
+
+knob!(
+    /// Snapshots pinned at once for `/api/query_ts` + `consistentQuery`.
+    MAX_PINNED_SNAPSHOTS: usize = 2, min 0, max 64
+);
+knob!(
+    /// How long a pinned snapshot stays open after its last use.
+    PINNED_SNAPSHOT_TTL: Duration(ms) = 30_000, min 100, max 600_000
+);
+knob!(
+    /// Scheduled functions and crons running at once.
+    SCHEDULER_MAX_CONCURRENT_JOBS: usize = 16, min 1, max 1024
+);
+
+// ---------------------------------------------------------------------------------------------
+// Sync (WebSocket)
+
+knob!(
+    /// Query results memoised per (query, args, identity) at the latest timestamp.
+    SYNC_MEMO_CAPACITY: usize = 16_384, min 0, max 1_048_576
+);
+knob!(
+    /// Messages queued for one client before the session stops producing more.
+    SYNC_OUTBOX_CAPACITY: usize = 64, min 1, max 65_536
+);
+knob!(
+    /// A client that does not take a message within this time is dropped.
+    SYNC_SEND_TIMEOUT: Duration(ms) = 30_000, min 100, max 600_000
+);
+knob!(
+    /// Idle time after which the server pings a client.
+    SYNC_PING_AFTER_IDLE: Duration(ms) = 15_000, min 100, max 600_000
+);
+knob!(
+    /// Actions one WebSocket connection may have running at once; more are refused with
+    /// `TooManyConcurrentActions`.
+    SYNC_MAX_ACTIONS_PER_CONNECTION: usize = 16, min 1, max 4096
+);
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+
+knob!(
+    /// Open connections the server accepts, over both ports together. Beyond it a new connection
+    /// is answered `503 TooManyConnections` and closed.
+    MAX_CONNECTIONS: usize = 4096, min 1, max 1_000_000
+);
+knob!(
+    /// Time a graceful shutdown waits for open requests before it stops anyway.
+    SHUTDOWN_GRACE: Duration(ms) = 10_000, min 0, max 600_000
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_parse_and_clamp() {
+        std::env::set_var("TICKETHUB_KNOB_TEST_A", "1_000");
+        assert_eq!(from_env("KNOB_TEST_A", 5, 1..=10_000), 1000);
+        std::env::set_var("TICKETHUB_KNOB_TEST_B", "99999");
+        assert_eq!(from_env("KNOB_TEST_B", 5, 1..=10), 10);
+        std::env::set_var("TICKETHUB_KNOB_TEST_C", "lots");
+        assert_eq!(from_env("KNOB_TEST_C", 5, 1..=10), 5);
+        assert_eq!(from_env("KNOB_TEST_UNSET", 7, 1..=10), 7);
+    }
+
+    #[test]
+    fn defaults_are_within_bounds() {
+        assert_eq!(*READER_POOL_SIZE, 8);
+        assert!(*WRITER_QUEUE_CAPACITY >= 16);
+        assert_eq!(*WRITER_GATHER_WAIT, Duration::from_micros(250));
+    }
+}
