@@ -5,30 +5,34 @@
 //! Panics in handlers become [`FnError::Internal`]: a query's on its blocking thread, a
 //! mutation's inside its job (caught so the writer thread survives, and rolled back), an
 //! action's in its tokio task.
+//!
+//! - `call`: the call path (queries, mutations, actions); `pinned`: pinned snapshots;
+//!   `http_action`: routing and running HTTP actions; `validate`: argument and result checks.
+
+mod call;
+mod http_action;
+mod pinned;
+mod validate;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use parking_lot::Mutex;
-use serde::Serialize;
-use tickethub_store::{
-    CommitInfo, DocReader, Outcome, ReadSet, ReadTxn, Store, StoreError, TableDef, Timestamp,
-};
-use tickethub_value::{IdTables, Validator, Value};
-use tokio::sync::oneshot;
+use tickethub_store::{ReadSet, Store, TableDef, Timestamp};
+use tickethub_value::Value;
 
-use crate::ctx::{invoke_mutation, invoke_query, CallEnv, LogSink};
-use crate::db::{Source, TxnCell, WriteOps};
-use crate::registry::{canonicalize_path, match_route, CronSpec, Handler, HttpRoute};
+pub(crate) use call::{panic_message, run_mutation_in_txn};
+use pinned::PinnedSnapshot;
+pub use pinned::{MAX_PINNED_SNAPSHOTS, PINNED_SNAPSHOT_TTL};
+pub(crate) use validate::{args_value, check_args, check_returns};
+
+use crate::ctx::LogSink;
+use crate::registry::{canonicalize_path, CronSpec, HttpRoute};
 use crate::scheduler::SchedulerState;
-use crate::{
-    ActionCtx, App, Auth, FnError, FunctionKind, FunctionSpec, HttpRequest, HttpResponse, Identity,
-    Visibility,
-};
+use crate::{App, Auth, FnError, FunctionKind, FunctionSpec, Identity, Visibility};
 
 /// The runtime's clock. `Test` adds a manual offset to real time (`tickethub serve --test-clock`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,19 +132,6 @@ impl Execution {
     }
 }
 
-/// Most snapshots kept open by [`Runtime::pin_snapshot`]. Each holds one of the store's reader
-/// connections (4 by default) for up to [`PINNED_SNAPSHOT_TTL`], so this stays well below the
-/// pool size: live queries must keep readers to run on.
-pub const MAX_PINNED_SNAPSHOTS: usize = 2;
-/// How long a pinned snapshot stays available.
-pub const PINNED_SNAPSHOT_TTL: Duration = Duration::from_secs(30);
-
-struct PinnedSnapshot {
-    ts: Timestamp,
-    txn: Arc<Mutex<ReadTxn>>,
-    expires: Instant,
-}
-
 pub(crate) struct Inner {
     pub(crate) functions: HashMap<String, Arc<FunctionSpec>>,
     pub(crate) routes: Vec<HttpRoute>,
@@ -213,134 +204,6 @@ fn restore_test_offset(store: &Store, skip_ms: f64) -> Result<f64, FnError> {
         "test clock moved forward at start-up"
     );
     Ok(offset)
-}
-
-/// Serialize call args; they must form an object.
-pub(crate) fn args_value(args: impl Serialize) -> Result<Value, FnError> {
-    match tickethub_value::to_value(&args) {
-        Ok(v @ Value::Object(_)) => Ok(v),
-        Ok(other) => Err(FnError::ArgumentValidation(format!(
-            "Arguments must be an object, got {}",
-            other.type_name()
-        ))),
-        Err(e) => Err(FnError::ArgumentValidation(e.to_string())),
-    }
-}
-
-pub(crate) fn check_args(
-    spec: &FunctionSpec,
-    args: &Value,
-    tables: &dyn IdTables,
-) -> Result<(), FnError> {
-    match &spec.args {
-        Some(validator) => validator
-            .check(args, tables)
-            .map_err(|e| FnError::ArgumentValidation(e.to_string())),
-        None => Ok(()),
-    }
-}
-
-pub(crate) fn check_returns(
-    spec: &FunctionSpec,
-    result: &Value,
-    tables: &dyn IdTables,
-) -> Result<(), FnError> {
-    match &spec.returns {
-        Some(validator) => validator
-            .check(result, tables)
-            .map_err(|e| FnError::ReturnsValidation(e.to_string())),
-        None => Ok(()),
-    }
-}
-
-/// Whether checking against `v` may need table numbers (`v.id(..)` somewhere inside).
-fn mentions_id(v: &Validator) -> bool {
-    match v {
-        Validator::Id(_) => true,
-        Validator::Array(inner) | Validator::Optional(inner) => mentions_id(inner),
-        Validator::Object(fields) => fields.values().any(mentions_id),
-        Validator::Record(k, val) => mentions_id(k) || mentions_id(val),
-        Validator::Union(options) => options.iter().any(mentions_id),
-        Validator::Null
-        | Validator::Float64
-        | Validator::Int64
-        | Validator::Boolean
-        | Validator::String
-        | Validator::Bytes
-        | Validator::Literal(_)
-        | Validator::Any => false,
-    }
-}
-
-/// Table numbers for validating action args and results: a fresh snapshot, opened only when a
-/// validator mentions `v.id`.
-struct SnapshotTables(Option<ReadTxn>);
-
-impl IdTables for SnapshotTables {
-    fn table_number(&self, table: &str) -> Option<tickethub_value::TableNumber> {
-        self.0.as_ref().and_then(|txn| txn.table_number(table))
-    }
-}
-
-fn snapshot_tables(
-    store: &Store,
-    validator: Option<&Validator>,
-) -> Result<SnapshotTables, FnError> {
-    if validator.is_some_and(mentions_id) {
-        Ok(SnapshotTables(Some(store.read()?)))
-    } else {
-        Ok(SnapshotTables(None))
-    }
-}
-
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic with a non-string payload".to_string()
-    }
-}
-
-fn panicked(path: &str, payload: &(dyn std::any::Any + Send)) -> FnError {
-    FnError::Internal(format!("{path} panicked: {}", panic_message(payload)))
-}
-
-fn join_error(path: &str, e: tokio::task::JoinError) -> FnError {
-    if e.is_panic() {
-        panicked(path, &*e.into_panic())
-    } else {
-        FnError::Internal(format!("{path} was cancelled"))
-    }
-}
-
-/// What a mutation job reports back from the writer thread.
-pub(crate) struct MutationRun {
-    pub(crate) result: Result<Value, FnError>,
-    /// Jobs the mutation scheduled (the scheduler loop is woken when it commits).
-    pub(crate) scheduled: usize,
-}
-
-/// Run a mutation's handler inside the writer's transaction, catching panics.
-pub(crate) fn run_mutation_in_txn(
-    inner: &Arc<Inner>,
-    spec: &FunctionSpec,
-    txn: &mut dyn WriteOps,
-    auth: &Auth,
-    logs: &LogSink,
-    args: Value,
-) -> MutationRun {
-    let env = CallEnv::new(inner.clone(), logs.clone());
-    let cell = TxnCell::new(txn);
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        invoke_mutation(spec, &cell, auth, &env, args)
-    }))
-    .unwrap_or_else(|payload| Err(panicked(&spec.path, &*payload)));
-    MutationRun {
-        result,
-        scheduled: env.scheduled.get(),
-    }
 }
 
 /// Cheap to clone.
@@ -486,239 +349,6 @@ impl Runtime {
         })
     }
 
-    pub(crate) async fn run_spec(
-        &self,
-        spec: Arc<FunctionSpec>,
-        args: Value,
-        auth: Auth,
-        read_at: ReadAt,
-        logs: LogSink,
-    ) -> Execution {
-        match spec.kind {
-            FunctionKind::Query => self.run_query(spec, args, auth, read_at, logs).await,
-            FunctionKind::Mutation => self.run_mutation(spec, args, auth, logs).await,
-            FunctionKind::Action | FunctionKind::HttpAction => {
-                self.run_action(spec, args, auth, logs).await
-            }
-        }
-    }
-
-    async fn run_query(
-        &self,
-        spec: Arc<FunctionSpec>,
-        args: Value,
-        auth: Auth,
-        read_at: ReadAt,
-        logs: LogSink,
-    ) -> Execution {
-        let inner = self.inner.clone();
-        // Queries run right here on the async worker: they are synchronous, bounded by the
-        // per-transaction read caps, and typically take microseconds, so a hand-off to the
-        // blocking pool would cost more than the query itself.
-        let execute = move || {
-            let run = |reader: &dyn DocReader| {
-                let env = CallEnv::new(inner.clone(), logs);
-                std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    invoke_query(&spec, Source::Snapshot(reader), &auth, &env, args)
-                }))
-                .unwrap_or_else(|payload| Err(panicked(&spec.path, &*payload)))
-            };
-            match read_at {
-                ReadAt::Latest => {
-                    let txn = match inner.store.read() {
-                        Ok(txn) => txn,
-                        Err(e) => return Execution::failed(e.into()),
-                    };
-                    let outcome = run(&txn);
-                    Execution { outcome, ts: Some(txn.ts()), read_set: Some(txn.read_set()) }
-                }
-                ReadAt::Pinned(ts) => match Runtime::pinned(&inner, ts) {
-                    Ok(Some(pinned)) => {
-                        let txn = pinned.lock();
-                        // The pinned transaction keeps every earlier query's reads: report ours.
-                        let before = txn.read_set().ranges.len();
-                        let outcome = run(&*txn);
-                        let ranges = txn.read_set().ranges.split_off(before);
-                        Execution { outcome, ts: Some(ts), read_set: Some(ReadSet { ranges }) }
-                    }
-                    Ok(None) => match inner.store.read() {
-                        // Not pinned (expired or evicted), but nothing was committed since: the
-                        // latest snapshot is the same one.
-                        Ok(txn) if txn.ts() == ts => {
-                            let outcome = run(&txn);
-                            Execution { outcome, ts: Some(ts), read_set: Some(txn.read_set()) }
-                        }
-                        Ok(_) => Execution::failed(FnError::msg(format!(
-                            "The snapshot at timestamp {} is no longer available; request a new timestamp",
-                            ts.0
-                        ))),
-                        Err(e) => Execution::failed(e.into()),
-                    },
-                    Err(e) => Execution::failed(e),
-                },
-            }
-        };
-        execute()
-    }
-
-    async fn run_mutation(
-        &self,
-        spec: Arc<FunctionSpec>,
-        args: Value,
-        auth: Auth,
-        logs: LogSink,
-    ) -> Execution {
-        let inner = self.inner.clone();
-        let (sender, receiver) = oneshot::channel();
-        let slot: Arc<Mutex<Option<MutationRun>>> = Arc::new(Mutex::new(None));
-        let job_slot = slot.clone();
-        self.inner.store.submit(
-            Box::new(move |txn| {
-                let run = run_mutation_in_txn(&inner, &spec, txn, &auth, &logs, args);
-                let outcome = if run.result.is_ok() {
-                    Outcome::Commit
-                } else {
-                    Outcome::Rollback
-                };
-                *job_slot.lock() = Some(run);
-                outcome
-            }),
-            Box::new(move |commit: Result<CommitInfo, StoreError>| {
-                let _ = sender.send(commit);
-            }),
-        );
-        let commit = receiver.await;
-        let run = slot.lock().take();
-        match (run, commit) {
-            (
-                Some(MutationRun {
-                    result: Ok(value),
-                    scheduled,
-                }),
-                Ok(Ok(info)),
-            ) => {
-                if scheduled > 0 {
-                    self.inner.sched.wake();
-                }
-                Execution {
-                    outcome: Ok(value),
-                    ts: Some(info.ts),
-                    read_set: None,
-                }
-            }
-            (Some(MutationRun { result: Err(e), .. }), _) => Execution::failed(e),
-            (_, Ok(Err(e))) => Execution::failed(e.into()),
-            (None, Ok(Ok(_))) => {
-                Execution::failed(FnError::Internal("the mutation job did not run".into()))
-            }
-            (_, Err(_)) => {
-                Execution::failed(FnError::Internal("the store dropped the mutation".into()))
-            }
-        }
-    }
-
-    async fn run_action(
-        &self,
-        spec: Arc<FunctionSpec>,
-        args: Value,
-        auth: Auth,
-        logs: LogSink,
-    ) -> Execution {
-        let Handler::Action(handler) = &spec.handler else {
-            return Execution::failed(FnError::Internal(format!("{} is not an action", spec.path)));
-        };
-        let checked = snapshot_tables(&self.inner.store, spec.args.as_ref())
-            .and_then(|tables| check_args(&spec, &args, &tables));
-        if let Err(e) = checked {
-            return Execution::failed(e);
-        }
-        let ctx = ActionCtx::new(self.clone(), auth, logs);
-        let future = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(ctx, args))) {
-            Ok(future) => future,
-            Err(payload) => return Execution::failed(panicked(&spec.path, &*payload)),
-        };
-        let outcome = match tokio::spawn(future).await {
-            Ok(outcome) => outcome,
-            Err(e) => Err(join_error(&spec.path, e)),
-        };
-        let outcome = outcome.and_then(|value| {
-            let tables = snapshot_tables(&self.inner.store, spec.returns.as_ref())?;
-            check_returns(&spec, &value, &tables)?;
-            Ok(value)
-        });
-        Execution {
-            outcome,
-            ts: None,
-            read_set: None,
-        }
-    }
-
-    /// Keep a snapshot open for a while (bounded count, expiring) and return its timestamp.
-    pub fn pin_snapshot(&self) -> Result<Timestamp, FnError> {
-        let txn = self.inner.store.read()?;
-        let ts = txn.ts();
-        let mut pins = self.inner.pins.lock();
-        let now = Instant::now();
-        pins.retain(|p| p.expires > now);
-        if let Some(existing) = pins.iter_mut().find(|p| p.ts == ts) {
-            existing.expires = now + PINNED_SNAPSHOT_TTL;
-            return Ok(ts);
-        }
-        if pins.len() >= MAX_PINNED_SNAPSHOTS {
-            pins.pop_front();
-        }
-        pins.push_back(PinnedSnapshot {
-            ts,
-            txn: Arc::new(Mutex::new(txn)),
-            expires: now + PINNED_SNAPSHOT_TTL,
-        });
-        Ok(ts)
-    }
-
-    fn pinned(inner: &Inner, ts: Timestamp) -> Result<Option<Arc<Mutex<ReadTxn>>>, FnError> {
-        let mut pins = inner.pins.lock();
-        let now = Instant::now();
-        pins.retain(|p| p.expires > now);
-        Ok(pins.iter().find(|p| p.ts == ts).map(|p| p.txn.clone()))
-    }
-
-    /// Route and run an HTTP action. `None` when no route matches (the caller answers 404).
-    /// A failing handler gives HTTP 500 `{"code": "[Request ID: <id>] Server Error: ...",
-    /// "trace": ...}`; internal failures say only "Server Error" (the details are logged).
-    pub async fn http_action(&self, request: HttpRequest, caller: Caller) -> Option<HttpResponse> {
-        let route = match_route(&self.inner.routes, request.method(), request.uri().path())?;
-        let handler = route.handler.clone();
-        let is_head = request.method() == http::Method::HEAD;
-        let label = format!("{} {}", request.method(), request.uri().path());
-        let started = Instant::now();
-        let logs = LogSink::default();
-        let ctx = ActionCtx::new(
-            self.clone(),
-            Auth::new(caller.identity, self.inner.config.auth_enabled),
-            logs,
-        );
-        let result = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(ctx, request))) {
-            Ok(future) => tokio::spawn(future)
-                .await
-                .unwrap_or_else(|e| Err(join_error(&label, e))),
-            Err(payload) => Err(panicked(&label, &*payload)),
-        };
-        log_call(
-            &label,
-            Some(FunctionKind::HttpAction),
-            started,
-            result.as_ref().err(),
-        );
-        let mut response = match result {
-            Ok(response) => response,
-            Err(e) => server_error_response(&label, &e),
-        };
-        if is_head {
-            *response.body_mut() = bytes::Bytes::new();
-        }
-        Some(response)
-    }
-
     /// Test clock only: move time forward, run every scheduled job and cron that became due, and
     /// return the new time in ms once they have finished.
     pub async fn advance_time(&self, ms: f64) -> Result<f64, FnError> {
@@ -756,35 +386,6 @@ impl Runtime {
     pub async fn shutdown(&self) {
         crate::scheduler::shutdown(self).await;
     }
-}
-
-/// Build the 500 response of a failed HTTP action, logging the real error with a request id.
-fn server_error_response(label: &str, error: &FnError) -> HttpResponse {
-    let request_id = format!("{:016x}", rand::random::<u64>());
-    let (code, trace) = if error.is_user_visible() {
-        let kind = if matches!(error, FnError::Convex { .. }) {
-            "ConvexError"
-        } else {
-            "Error"
-        };
-        let uncaught = format!("Uncaught {kind}: {error}");
-        (
-            format!("[Request ID: {request_id}] Server Error: {uncaught}"),
-            uncaught,
-        )
-    } else {
-        tracing::error!(request_id, route = label, error = %error, "HTTP action failed with an internal error");
-        (
-            format!("[Request ID: {request_id}] Server Error"),
-            String::new(),
-        )
-    };
-    let body = serde_json::json!({ "code": code, "trace": trace }).to_string();
-    http::Response::builder()
-        .status(http::StatusCode::INTERNAL_SERVER_ERROR)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(bytes::Bytes::from(body))
-        .unwrap_or_else(|_| http::Response::new(bytes::Bytes::new()))
 }
 
 /// Milliseconds with three decimals, formatted only if the log line is emitted.

@@ -1,0 +1,236 @@
+//! The call path: one function run as a query (on a snapshot), a mutation (a writer job) or an
+//! action (a tokio task), with panics turned into [`FnError::Internal`].
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tickethub_store::{CommitInfo, DocReader, Outcome, ReadSet, StoreError};
+use tickethub_value::Value;
+use tokio::sync::oneshot;
+
+use super::validate::{check_args, check_returns, snapshot_tables};
+use super::{Execution, Inner, ReadAt};
+use crate::ctx::{invoke_mutation, invoke_query, CallEnv, LogSink};
+use crate::db::{Source, TxnCell, WriteOps};
+use crate::registry::Handler;
+use crate::{ActionCtx, Auth, FnError, FunctionKind, FunctionSpec, Runtime};
+
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_string()
+    }
+}
+
+pub(super) fn panicked(path: &str, payload: &(dyn std::any::Any + Send)) -> FnError {
+    FnError::Internal(format!("{path} panicked: {}", panic_message(payload)))
+}
+
+pub(super) fn join_error(path: &str, e: tokio::task::JoinError) -> FnError {
+    if e.is_panic() {
+        panicked(path, &*e.into_panic())
+    } else {
+        FnError::Internal(format!("{path} was cancelled"))
+    }
+}
+
+/// What a mutation job reports back from the writer thread.
+pub(crate) struct MutationRun {
+    pub(crate) result: Result<Value, FnError>,
+    /// Jobs the mutation scheduled (the scheduler loop is woken when it commits).
+    pub(crate) scheduled: usize,
+}
+
+/// Run a mutation's handler inside the writer's transaction, catching panics.
+pub(crate) fn run_mutation_in_txn(
+    inner: &Arc<Inner>,
+    spec: &FunctionSpec,
+    txn: &mut dyn WriteOps,
+    auth: &Auth,
+    logs: &LogSink,
+    args: Value,
+) -> MutationRun {
+    let env = CallEnv::new(inner.clone(), logs.clone());
+    let cell = TxnCell::new(txn);
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        invoke_mutation(spec, &cell, auth, &env, args)
+    }))
+    .unwrap_or_else(|payload| Err(panicked(&spec.path, &*payload)));
+    MutationRun {
+        result,
+        scheduled: env.scheduled.get(),
+    }
+}
+
+impl Runtime {
+    pub(crate) async fn run_spec(
+        &self,
+        spec: Arc<FunctionSpec>,
+        args: Value,
+        auth: Auth,
+        read_at: ReadAt,
+        logs: LogSink,
+    ) -> Execution {
+        match spec.kind {
+            FunctionKind::Query => self.run_query(spec, args, auth, read_at, logs).await,
+            FunctionKind::Mutation => self.run_mutation(spec, args, auth, logs).await,
+            FunctionKind::Action | FunctionKind::HttpAction => {
+                self.run_action(spec, args, auth, logs).await
+            }
+        }
+    }
+
+    async fn run_query(
+        &self,
+        spec: Arc<FunctionSpec>,
+        args: Value,
+        auth: Auth,
+        read_at: ReadAt,
+        logs: LogSink,
+    ) -> Execution {
+        let inner = self.inner.clone();
+        // Queries run right here on the async worker: they are synchronous, bounded by the
+        // per-transaction read caps, and typically take microseconds, so a hand-off to the
+        // blocking pool would cost more than the query itself.
+        let execute = move || {
+            let run = |reader: &dyn DocReader| {
+                let env = CallEnv::new(inner.clone(), logs);
+                std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    invoke_query(&spec, Source::Snapshot(reader), &auth, &env, args)
+                }))
+                .unwrap_or_else(|payload| Err(panicked(&spec.path, &*payload)))
+            };
+            match read_at {
+                ReadAt::Latest => {
+                    let txn = match inner.store.read() {
+                        Ok(txn) => txn,
+                        Err(e) => return Execution::failed(e.into()),
+                    };
+                    let outcome = run(&txn);
+                    Execution { outcome, ts: Some(txn.ts()), read_set: Some(txn.read_set()) }
+                }
+                ReadAt::Pinned(ts) => match Runtime::pinned(&inner, ts) {
+                    Ok(Some(pinned)) => {
+                        let txn = pinned.lock();
+                        // The pinned transaction keeps every earlier query's reads: report ours.
+                        let before = txn.read_set().ranges.len();
+                        let outcome = run(&*txn);
+                        let ranges = txn.read_set().ranges.split_off(before);
+                        Execution { outcome, ts: Some(ts), read_set: Some(ReadSet { ranges }) }
+                    }
+                    Ok(None) => match inner.store.read() {
+                        // Not pinned (expired or evicted), but nothing was committed since: the
+                        // latest snapshot is the same one.
+                        Ok(txn) if txn.ts() == ts => {
+                            let outcome = run(&txn);
+                            Execution { outcome, ts: Some(ts), read_set: Some(txn.read_set()) }
+                        }
+                        Ok(_) => Execution::failed(FnError::msg(format!(
+                            "The snapshot at timestamp {} is no longer available; request a new timestamp",
+                            ts.0
+                        ))),
+                        Err(e) => Execution::failed(e.into()),
+                    },
+                    Err(e) => Execution::failed(e),
+                },
+            }
+        };
+        execute()
+    }
+
+    async fn run_mutation(
+        &self,
+        spec: Arc<FunctionSpec>,
+        args: Value,
+        auth: Auth,
+        logs: LogSink,
+    ) -> Execution {
+        let inner = self.inner.clone();
+        let (sender, receiver) = oneshot::channel();
+        let slot: Arc<Mutex<Option<MutationRun>>> = Arc::new(Mutex::new(None));
+        let job_slot = slot.clone();
+        self.inner.store.submit(
+            Box::new(move |txn| {
+                let run = run_mutation_in_txn(&inner, &spec, txn, &auth, &logs, args);
+                let outcome = if run.result.is_ok() {
+                    Outcome::Commit
+                } else {
+                    Outcome::Rollback
+                };
+                *job_slot.lock() = Some(run);
+                outcome
+            }),
+            Box::new(move |commit: Result<CommitInfo, StoreError>| {
+                let _ = sender.send(commit);
+            }),
+        );
+        let commit = receiver.await;
+        let run = slot.lock().take();
+        match (run, commit) {
+            (
+                Some(MutationRun {
+                    result: Ok(value),
+                    scheduled,
+                }),
+                Ok(Ok(info)),
+            ) => {
+                if scheduled > 0 {
+                    self.inner.sched.wake();
+                }
+                Execution {
+                    outcome: Ok(value),
+                    ts: Some(info.ts),
+                    read_set: None,
+                }
+            }
+            (Some(MutationRun { result: Err(e), .. }), _) => Execution::failed(e),
+            (_, Ok(Err(e))) => Execution::failed(e.into()),
+            (None, Ok(Ok(_))) => {
+                Execution::failed(FnError::Internal("the mutation job did not run".into()))
+            }
+            (_, Err(_)) => {
+                Execution::failed(FnError::Internal("the store dropped the mutation".into()))
+            }
+        }
+    }
+
+    async fn run_action(
+        &self,
+        spec: Arc<FunctionSpec>,
+        args: Value,
+        auth: Auth,
+        logs: LogSink,
+    ) -> Execution {
+        let Handler::Action(handler) = &spec.handler else {
+            return Execution::failed(FnError::Internal(format!("{} is not an action", spec.path)));
+        };
+        let checked = snapshot_tables(&self.inner.store, spec.args.as_ref())
+            .and_then(|tables| check_args(&spec, &args, &tables));
+        if let Err(e) = checked {
+            return Execution::failed(e);
+        }
+        let ctx = ActionCtx::new(self.clone(), auth, logs);
+        let future = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(ctx, args))) {
+            Ok(future) => future,
+            Err(payload) => return Execution::failed(panicked(&spec.path, &*payload)),
+        };
+        let outcome = match tokio::spawn(future).await {
+            Ok(outcome) => outcome,
+            Err(e) => Err(join_error(&spec.path, e)),
+        };
+        let outcome = outcome.and_then(|value| {
+            let tables = snapshot_tables(&self.inner.store, spec.returns.as_ref())?;
+            check_returns(&spec, &value, &tables)?;
+            Ok(value)
+        });
+        Execution {
+            outcome,
+            ts: None,
+            read_set: None,
+        }
+    }
+}
