@@ -26,7 +26,6 @@ use tickethub_value::Value;
 
 pub(crate) use call::{panic_message, run_mutation_in_txn};
 use pinned::PinnedSnapshot;
-pub use pinned::{MAX_PINNED_SNAPSHOTS, PINNED_SNAPSHOT_TTL};
 pub(crate) use validate::{args_value, check_args, check_returns};
 
 use crate::ctx::LogSink;

@@ -13,7 +13,8 @@
 //!   is a job inserted in the same transaction that moves the cron's `nextRunMs` past now, so
 //!   runs missed while the server was down coalesce into one.
 //! - The loop sleeps until the earliest due time (at most [`MAX_SLEEP`]), and is woken when a
-//!   mutation schedules something or a job finishes. At most [`MAX_CONCURRENT_JOBS`] run at once.
+//!   mutation schedules something or a job finishes. At most
+//!   [`tickethub_knobs::SCHEDULER_MAX_CONCURRENT_JOBS`] run at once.
 //! - Scheduled functions run as admin (they may be internal); `getUserIdentity()` is null there.
 //!
 //! Modules: `jobs` (job rows, running one job), `crons` (cron rows, firing due crons),
@@ -49,8 +50,6 @@ pub const CRON_JOBS_TABLE: &str = "_cron_jobs";
 const BY_STATE: &str = "by_state";
 const BY_NAME: &str = "by_name";
 
-/// Most scheduled jobs running at once.
-pub const MAX_CONCURRENT_JOBS: usize = 16;
 /// Longest the loop sleeps without looking at the table (a safety net: it is woken on changes).
 pub const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// Rounds `advance_time` runs (jobs scheduling due jobs) before giving up on a loop.

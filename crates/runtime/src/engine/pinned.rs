@@ -2,20 +2,14 @@
 //! can read at that timestamp.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use parking_lot::Mutex;
+use tickethub_knobs::{MAX_PINNED_SNAPSHOTS, PINNED_SNAPSHOT_TTL};
 use tickethub_store::{DocReader, ReadTxn, Timestamp};
 
 use super::Inner;
 use crate::{FnError, Runtime};
-
-/// Most snapshots kept open by [`Runtime::pin_snapshot`]. Each holds one of the store's reader
-/// connections (4 by default) for up to [`PINNED_SNAPSHOT_TTL`], so this stays well below the
-/// pool size: live queries must keep readers to run on.
-pub const MAX_PINNED_SNAPSHOTS: usize = 2;
-/// How long a pinned snapshot stays available.
-pub const PINNED_SNAPSHOT_TTL: Duration = Duration::from_secs(30);
 
 pub(super) struct PinnedSnapshot {
     ts: Timestamp,
@@ -32,16 +26,16 @@ impl Runtime {
         let now = Instant::now();
         pins.retain(|p| p.expires > now);
         if let Some(existing) = pins.iter_mut().find(|p| p.ts == ts) {
-            existing.expires = now + PINNED_SNAPSHOT_TTL;
+            existing.expires = now + *PINNED_SNAPSHOT_TTL;
             return Ok(ts);
         }
-        if pins.len() >= MAX_PINNED_SNAPSHOTS {
+        if pins.len() >= *MAX_PINNED_SNAPSHOTS {
             pins.pop_front();
         }
         pins.push_back(PinnedSnapshot {
             ts,
             txn: Arc::new(Mutex::new(txn)),
-            expires: now + PINNED_SNAPSHOT_TTL,
+            expires: now + *PINNED_SNAPSHOT_TTL,
         });
         Ok(ts)
     }

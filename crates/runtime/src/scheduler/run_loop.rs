@@ -4,15 +4,13 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use tickethub_knobs::SCHEDULER_MAX_CONCURRENT_JOBS;
 use tickethub_store::{IndexQuery, Order, Visit};
 use tickethub_value::{DocumentId, Object, Value};
 
 use super::crons::{cron_row, describe_schedule, fire_due_crons};
 use super::jobs::{by_state, run_job, set_state, DueJob};
-use super::{
-    read, system_mutation, JobState, CRON_JOBS_TABLE, MAX_ADVANCE_ROUNDS, MAX_CONCURRENT_JOBS,
-    MAX_SLEEP,
-};
+use super::{read, system_mutation, JobState, CRON_JOBS_TABLE, MAX_ADVANCE_ROUNDS, MAX_SLEEP};
 use crate::{FnError, Runtime};
 
 // ---- start-up -----------------------------------------------------------------------------
@@ -129,7 +127,7 @@ async fn run_pass(rt: &Runtime) -> Result<Pass, FnError> {
     fire_due_crons(rt, now).await?;
 
     let inflight = sched.inflight.lock().clone();
-    let capacity = MAX_CONCURRENT_JOBS.saturating_sub(inflight.len());
+    let capacity = SCHEDULER_MAX_CONCURRENT_JOBS.saturating_sub(inflight.len());
     let (due, due_left, next_job) = read(rt, move |txn| {
         let mut due = Vec::new();
         let mut due_left = false;
