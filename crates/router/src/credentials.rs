@@ -4,9 +4,6 @@
 //! auth crate's Clerk verifier and admin key; tests wire in a fake). This keeps every HTTP concern
 //! here and every cryptographic one in `tickethub-auth`.
 
-use std::future::Future;
-use std::pin::Pin;
-
 use base64::Engine as _;
 use http::HeaderMap;
 use tickethub_runtime::{Identity, UserIdentity};
@@ -34,7 +31,8 @@ pub struct AuthFailure {
     pub message: String,
 }
 
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A boxed, sendable future (the `futures` crate's alias), for the object-safe [`Authenticator`].
+pub use futures_util::future::BoxFuture;
 
 /// Verifies credentials for the router.
 pub trait Authenticator: Send + Sync + 'static {

@@ -15,11 +15,10 @@ mod pinned;
 mod validate;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use tickethub_store::{ReadSet, Store, TableDef, Timestamp};
 use tickethub_value::Value;
@@ -211,8 +210,6 @@ pub struct Runtime {
     pub(crate) inner: Arc<Inner>,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
 impl Runtime {
     /// Engine-owned tables to add to the schema before opening the store (`_scheduled_functions`,
     /// cron state).
@@ -315,7 +312,7 @@ impl Runtime {
         access: Access,
         expected: Option<FunctionKind>,
         logs: LogSink,
-    ) -> BoxFuture<Execution> {
+    ) -> BoxFuture<'static, Execution> {
         self.execute_at(path, args, auth, access, expected, ReadAt::Latest, logs)
     }
 
@@ -330,7 +327,7 @@ impl Runtime {
         expected: Option<FunctionKind>,
         read_at: ReadAt,
         logs: LogSink,
-    ) -> BoxFuture<Execution> {
+    ) -> BoxFuture<'static, Execution> {
         let rt = self.clone();
         Box::pin(async move {
             let started = Instant::now();

@@ -18,6 +18,7 @@ pub mod error;
 pub mod registry;
 pub mod scheduler;
 pub mod test_clock;
+mod writer;
 
 pub use ctx::{
     inspect_string, ActionCtx, Auth, Identity, LogLevel, MutationCtx, QueryCtx, Scheduler,

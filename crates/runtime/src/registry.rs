@@ -2,8 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::pin::Pin;
+
 use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -206,15 +208,17 @@ fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
         .map_err(|e| format!("invalid cron expression `{expr}`: {e}"))
 }
 
-pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 pub(crate) type QueryHandler =
     Box<dyn Fn(&QueryCtx, Value) -> Result<Value, FnError> + Send + Sync>;
 pub(crate) type MutationHandler =
     Box<dyn Fn(&MutationCtx, Value) -> Result<Value, FnError> + Send + Sync>;
 pub(crate) type ActionHandler =
-    Box<dyn Fn(ActionCtx, Value) -> BoxFuture<Result<Value, FnError>> + Send + Sync>;
-pub(crate) type HttpHandler =
-    Arc<dyn Fn(ActionCtx, HttpRequest) -> BoxFuture<Result<HttpResponse, FnError>> + Send + Sync>;
+    Box<dyn Fn(ActionCtx, Value) -> BoxFuture<'static, Result<Value, FnError>> + Send + Sync>;
+pub(crate) type HttpHandler = Arc<
+    dyn Fn(ActionCtx, HttpRequest) -> BoxFuture<'static, Result<HttpResponse, FnError>>
+        + Send
+        + Sync,
+>;
 
 /// A type-erased handler: args arrive validated as a `Value`; the result leaves as a `Value`.
 pub(crate) enum Handler {

@@ -28,13 +28,12 @@ mod system;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tickethub_store::{DocReader, IndexDef, Outcome, TableDef};
+use tickethub_store::{DocReader, IndexDef, TableDef};
 use tickethub_value::{validator::v, Value};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 
 pub(crate) use jobs::{cancel_job, insert_job, prepare_job};
 pub(crate) use run_loop::{run_until_idle, shutdown, start_background};
@@ -42,6 +41,7 @@ pub(crate) use system::register_system_functions;
 pub use system::{SYSTEM_LIST_DEFAULT_LIMIT, SYSTEM_LIST_MAX_LIMIT};
 
 use crate::db::WriteOps;
+use crate::writer::run_on_writer;
 use crate::{FnError, Runtime};
 
 pub const SCHEDULED_FUNCTIONS_TABLE: &str = "_scheduled_functions";
@@ -165,34 +165,7 @@ where
     R: Send + 'static,
     F: FnOnce(&mut dyn WriteOps) -> Result<R, FnError> + Send + 'static,
 {
-    let (sender, receiver) = oneshot::channel();
-    let slot: Arc<Mutex<Option<Result<R, FnError>>>> = Arc::new(Mutex::new(None));
-    let job_slot = slot.clone();
-    rt.inner.store.submit(
-        Box::new(move |txn| {
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(txn)))
-                .unwrap_or_else(|p| Err(FnError::Internal(crate::engine::panic_message(&*p))));
-            let outcome = if result.is_ok() {
-                Outcome::Commit
-            } else {
-                Outcome::Rollback
-            };
-            *job_slot.lock() = Some(result);
-            outcome
-        }),
-        Box::new(move |commit| {
-            let _ = sender.send(commit);
-        }),
-    );
-    let commit = receiver
-        .await
-        .map_err(|_| FnError::Internal("the store dropped a scheduler job".into()))?;
-    let result = slot
-        .lock()
-        .take()
-        .unwrap_or_else(|| Err(FnError::Internal("a scheduler job did not run".into())));
-    let value = result?;
-    commit?;
+    let (value, _commit) = run_on_writer(&rt.inner.store, f).await?;
     Ok(value)
 }
 

@@ -4,16 +4,15 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
-use tickethub_store::{CommitInfo, DocReader, Outcome, ReadSet, StoreError};
+use tickethub_store::{DocReader, ReadSet};
 use tickethub_value::Value;
-use tokio::sync::oneshot;
 
 use super::validate::{check_args, check_returns, snapshot_tables};
 use super::{Execution, Inner, ReadAt};
 use crate::ctx::{invoke_mutation, invoke_query, CallEnv, LogSink};
 use crate::db::{Source, TxnCell, WriteOps};
 use crate::registry::Handler;
+use crate::writer::run_on_writer;
 use crate::{ActionCtx, Auth, FnError, FunctionKind, FunctionSpec, Runtime};
 
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -150,34 +149,13 @@ impl Runtime {
         logs: LogSink,
     ) -> Execution {
         let inner = self.inner.clone();
-        let (sender, receiver) = oneshot::channel();
-        let slot: Arc<Mutex<Option<MutationRun>>> = Arc::new(Mutex::new(None));
-        let job_slot = slot.clone();
-        self.inner.store.submit(
-            Box::new(move |txn| {
-                let run = run_mutation_in_txn(&inner, &spec, txn, &auth, &logs, args);
-                let outcome = if run.result.is_ok() {
-                    Outcome::Commit
-                } else {
-                    Outcome::Rollback
-                };
-                *job_slot.lock() = Some(run);
-                outcome
-            }),
-            Box::new(move |commit: Result<CommitInfo, StoreError>| {
-                let _ = sender.send(commit);
-            }),
-        );
-        let commit = receiver.await;
-        let run = slot.lock().take();
-        match (run, commit) {
-            (
-                Some(MutationRun {
-                    result: Ok(value),
-                    scheduled,
-                }),
-                Ok(Ok(info)),
-            ) => {
+        let committed = run_on_writer(&self.inner.store, move |txn| {
+            let run = run_mutation_in_txn(&inner, &spec, txn, &auth, &logs, args);
+            run.result.map(|value| (value, run.scheduled))
+        })
+        .await;
+        match committed {
+            Ok(((value, scheduled), info)) => {
                 if scheduled > 0 {
                     self.inner.sched.wake();
                 }
@@ -187,14 +165,7 @@ impl Runtime {
                     read_set: None,
                 }
             }
-            (Some(MutationRun { result: Err(e), .. }), _) => Execution::failed(e),
-            (_, Ok(Err(e))) => Execution::failed(e.into()),
-            (None, Ok(Ok(_))) => {
-                Execution::failed(FnError::Internal("the mutation job did not run".into()))
-            }
-            (_, Err(_)) => {
-                Execution::failed(FnError::Internal("the store dropped the mutation".into()))
-            }
+            Err(e) => Execution::failed(e),
         }
     }
 
