@@ -174,15 +174,40 @@ pub enum CronSchedule {
 impl CronSchedule {
     /// The first run strictly after `after_ms` (Unix ms).
     pub fn next_after(&self, after_ms: f64) -> Result<f64, String> {
+        self.parse()?.next_after(after_ms)
+    }
+
+    /// Check and parse once; [`App::cron`] keeps the result so ticks never re-parse.
+    pub(crate) fn parse(&self) -> Result<ParsedSchedule, String> {
         match self {
-            CronSchedule::Interval { ms } => {
-                if *ms == 0 {
-                    return Err("a cron interval must be positive".into());
-                }
-                Ok(after_ms + *ms as f64)
-            }
-            CronSchedule::Cron(expr) => {
-                let schedule = parse_cron(expr)?;
+            CronSchedule::Interval { ms: 0 } => Err("a cron interval must be positive".into()),
+            CronSchedule::Interval { ms } => Ok(ParsedSchedule::Interval { ms: *ms }),
+            CronSchedule::Cron(expr) => Ok(ParsedSchedule::Cron {
+                expr: expr.clone(),
+                schedule: Box::new(parse_cron(expr)?),
+            }),
+        }
+    }
+}
+
+/// A [`CronSchedule`] checked and parsed at registration.
+#[derive(Clone, Debug)]
+pub(crate) enum ParsedSchedule {
+    Interval {
+        ms: u64,
+    },
+    Cron {
+        expr: String,
+        schedule: Box<cron::Schedule>,
+    },
+}
+
+impl ParsedSchedule {
+    /// The first run strictly after `after_ms` (Unix ms).
+    pub(crate) fn next_after(&self, after_ms: f64) -> Result<f64, String> {
+        match self {
+            ParsedSchedule::Interval { ms } => Ok(after_ms + *ms as f64),
+            ParsedSchedule::Cron { expr, schedule } => {
                 let after =
                     chrono::DateTime::<chrono::Utc>::from_timestamp_millis(after_ms.floor() as i64)
                         .ok_or_else(|| format!("time {after_ms} is out of range"))?;
@@ -275,6 +300,8 @@ pub struct CronSpec {
     /// Canonical path of the function to run.
     pub path: String,
     pub args: Value,
+    /// `schedule`, parsed once when the cron is declared.
+    pub(crate) parsed: ParsedSchedule,
 }
 
 /// An app: its functions, HTTP routes and crons. Build it once at start-up.
@@ -522,7 +549,10 @@ impl App {
     /// A named cron running the internal (or public) mutation/action at `path` with `args`.
     pub fn cron(&mut self, name: &str, schedule: CronSchedule, path: &str, args: Value) {
         let canonical = canonicalize_path(path).unwrap_or_else(|e| panic!("cron `{name}`: {e}"));
-        if let Err(e) = schedule.next_after(0.0) {
+        let parsed = schedule
+            .parse()
+            .unwrap_or_else(|e| panic!("cron `{name}`: {e}"));
+        if let Err(e) = parsed.next_after(0.0) {
             panic!("cron `{name}`: {e}");
         }
         assert!(
@@ -534,6 +564,7 @@ impl App {
             schedule,
             path: canonical,
             args,
+            parsed,
         });
     }
 

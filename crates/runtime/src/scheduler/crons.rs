@@ -43,7 +43,7 @@ pub(super) async fn fire_due_crons(rt: &Runtime, now: f64) -> Result<(), FnError
     let next_runs = system_mutation(rt, move |txn| {
         let mut next_runs = Vec::new();
         for cron in &due {
-            let next = cron.schedule.next_after(now).map_err(FnError::Internal)?;
+            let next = cron.parsed.next_after(now).map_err(FnError::Internal)?;
             insert_job(txn, &cron.path, cron.args.clone(), now)?;
             let fields = vec![
                 ("lastRunMs".to_string(), Some(Value::Float64(now))),

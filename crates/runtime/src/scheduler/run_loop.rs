@@ -50,7 +50,7 @@ async fn initialize(rt: &Runtime) -> Result<(), FnError> {
         let mut next_runs = HashMap::new();
         for cron in &crons {
             let described = describe_schedule(&cron.schedule);
-            let next_after = |t: f64| cron.schedule.next_after(t).map_err(FnError::Internal);
+            let next_after = |t: f64| cron.parsed.next_after(t).map_err(FnError::Internal);
             let next = match cron_row(&*txn, &cron.name)? {
                 None => {
                     let next = next_after(now)?;
