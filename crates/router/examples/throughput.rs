@@ -153,6 +153,7 @@ fn main() {
                 expected_kind: Some(FunctionKind::Mutation),
                 caller: Caller { identity: Identity::Anonymous },
                 read_at: ReadAt::Latest,
+                request_id: tickethub_runtime::RequestId::generate(),
             })
             .await;
         let id = added.outcome.unwrap().as_str().unwrap().to_string();

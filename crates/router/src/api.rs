@@ -5,7 +5,8 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use tickethub_runtime::{CallRequest, Caller, Clock, FunctionKind, Identity, ReadAt};
+use tickethub_runtime::{CallRequest, Caller, Clock, FunctionKind, Identity, ReadAt, RequestId};
+use tracing::Instrument;
 
 use crate::body::{parse_json, read_limited};
 use crate::credentials::{check_client_version, resolve_identity, CredentialPolicy};
@@ -68,10 +69,28 @@ pub(crate) fn not_found(path: &str) -> ApiError {
     ApiError::new(ErrorCode::NotFound, format!("No such endpoint: {shown}"))
 }
 
-/// Handle a request whose path starts with `/api/` (CORS is added by the caller).
+/// Handle a request whose path starts with `/api/` (CORS is added by the caller), in a span that
+/// carries the request's id (the same id the runtime logs and puts in error texts).
 pub async fn handle(
     state: Arc<AppState>,
     request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let request_id = RequestId::generate();
+    let span = tracing::info_span!(
+        "api_request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %request_id,
+    );
+    handle_in_span(state, request, request_id)
+        .instrument(span)
+        .await
+}
+
+async fn handle_in_span(
+    state: Arc<AppState>,
+    request: Request<Incoming>,
+    request_id: RequestId,
 ) -> Result<Response<ResponseBody>, ApiError> {
     // A cheap clone (shared bytes) so the endpoint can borrow the path while the body is consumed.
     let uri = request.uri().clone();
@@ -111,6 +130,7 @@ pub async fn handle(
             let body: CallBody = parse_json(&bytes)?;
             call(
                 &state,
+                &request_id,
                 &body,
                 Some(kind),
                 ArgsShape::ArrayOrObject,
@@ -127,6 +147,7 @@ pub async fn handle(
             let read_at = ReadAt::Pinned(decode_ts(ts)?);
             call(
                 &state,
+                &request_id,
                 &body,
                 Some(FunctionKind::Query),
                 ArgsShape::ArrayOrObject,
@@ -149,6 +170,7 @@ pub async fn handle(
             }
             call(
                 &state,
+                &request_id,
                 &body,
                 None,
                 ArgsShape::Object,
@@ -168,6 +190,7 @@ pub async fn handle(
             };
             call(
                 &state,
+                &request_id,
                 &body,
                 None,
                 ArgsShape::Object,
@@ -177,14 +200,13 @@ pub async fn handle(
             .await
         }
         Endpoint::QueryTs => {
-            let ts = state
-                .runtime
-                .pin_snapshot()
-                .map_err(|e| ApiError::internal(format_args!("pin_snapshot: {e}")))?;
+            let ts = state.runtime.pin_snapshot().map_err(|e| {
+                ApiError::internal_for(&request_id, format_args!("pin_snapshot: {e}"))
+            })?;
             let body = serde_json::json!({ "ts": encode_ts(ts) });
             Ok(json_response(StatusCode::OK, body.to_string().into_bytes()))
         }
-        Endpoint::QueryBatch => query_batch(&state, &bytes, caller).await,
+        Endpoint::QueryBatch => query_batch(&state, &request_id, &bytes, caller).await,
         Endpoint::AdvanceTime => {
             if caller.identity != Identity::Admin {
                 return Err(ApiError::new(
@@ -199,11 +221,9 @@ pub async fn handle(
                     "\"ms\" must be a finite number ≥ 0.",
                 ));
             }
-            let now = state
-                .runtime
-                .advance_time(body.ms)
-                .await
-                .map_err(|e| ApiError::internal(format_args!("advance_time: {e}")))?;
+            let now = state.runtime.advance_time(body.ms).await.map_err(|e| {
+                ApiError::internal_for(&request_id, format_args!("advance_time: {e}"))
+            })?;
             let body = serde_json::json!({ "now": now });
             Ok(json_response(StatusCode::OK, body.to_string().into_bytes()))
         }
@@ -228,6 +248,7 @@ struct PreparedCall {
 }
 
 fn prepare(
+    request_id: &RequestId,
     body: &CallBody,
     expected_kind: Option<FunctionKind>,
     shape: ArgsShape,
@@ -244,6 +265,7 @@ fn prepare(
             expected_kind,
             caller,
             read_at,
+            request_id: request_id.clone(),
         },
         format,
     })
@@ -253,26 +275,32 @@ async fn run_prepared(
     state: &AppState,
     prepared: PreparedCall,
 ) -> Result<FunctionResponse, ApiError> {
+    let request_id = prepared.request.request_id.clone();
     let result = state.runtime.call(prepared.request).await;
-    FunctionResponse::from_call(result, prepared.format)
+    FunctionResponse::from_call(result, prepared.format, &request_id)
 }
 
 async fn call(
     state: &AppState,
+    request_id: &RequestId,
     body: &CallBody,
     expected_kind: Option<FunctionKind>,
     shape: ArgsShape,
     caller: Caller,
     read_at: ReadAt,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let prepared = prepare(body, expected_kind, shape, caller, read_at)?;
+    let prepared = prepare(request_id, body, expected_kind, shape, caller, read_at)?;
     let response = run_prepared(state, prepared).await?;
-    serialize(&response)
+    serialize(request_id, &response)
 }
 
-fn serialize(value: &impl serde::Serialize) -> Result<Response<ResponseBody>, ApiError> {
-    let bytes = serde_json::to_vec(value)
-        .map_err(|e| ApiError::internal(format_args!("serializing a response: {e}")))?;
+fn serialize(
+    request_id: &RequestId,
+    value: &impl serde::Serialize,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| {
+        ApiError::internal_for(request_id, format_args!("serializing a response: {e}"))
+    })?;
     // Function failures are 200 too: the client reads `status` from the body.
     Ok(json_response(StatusCode::OK, bytes))
 }
@@ -280,6 +308,7 @@ fn serialize(value: &impl serde::Serialize) -> Result<Response<ResponseBody>, Ap
 /// `{"queries": [...]}` → `{"results": [...]}`, every query at one snapshot.
 async fn query_batch(
     state: &AppState,
+    request_id: &RequestId,
     bytes: &[u8],
     caller: Caller,
 ) -> Result<Response<ResponseBody>, ApiError> {
@@ -287,13 +316,14 @@ async fn query_batch(
     let ts = state
         .runtime
         .pin_snapshot()
-        .map_err(|e| ApiError::internal(format_args!("pin_snapshot: {e}")))?;
+        .map_err(|e| ApiError::internal_for(&request_id, format_args!("pin_snapshot: {e}")))?;
     // Validate every entry before running any, so a malformed batch runs nothing.
     let prepared = batch
         .queries
         .iter()
         .map(|q| {
             prepare(
+                request_id,
                 q,
                 Some(FunctionKind::Query),
                 ArgsShape::ArrayOrObject,
@@ -310,7 +340,7 @@ async fn query_batch(
     struct BatchResponse {
         results: Vec<FunctionResponse>,
     }
-    serialize(&BatchResponse { results })
+    serialize(request_id, &BatchResponse { results })
 }
 
 #[cfg(test)]

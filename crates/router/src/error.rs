@@ -6,6 +6,7 @@
 //! not one of these: it is a 200 `{"status": "error", ...}` built in [`crate::wire`].
 
 use http::{header, HeaderValue, Response, StatusCode};
+use tickethub_runtime::RequestId;
 
 use crate::ResponseBody;
 
@@ -113,10 +114,15 @@ impl ApiError {
         }
     }
 
-    /// An internal failure: logs `detail` under a fresh request id and returns an error whose
-    /// message only carries that id.
+    /// An internal failure outside any request's handling: [`ApiError::internal_for`] under a
+    /// fresh request id.
     pub fn internal(detail: impl std::fmt::Display) -> ApiError {
-        let request_id = new_request_id();
+        ApiError::internal_for(&RequestId::generate(), detail)
+    }
+
+    /// An internal failure: logs `detail` under the request's id and returns an error whose
+    /// message only carries that id.
+    pub fn internal_for(request_id: &RequestId, detail: impl std::fmt::Display) -> ApiError {
         tracing::error!(request_id = %request_id, "internal server error: {detail}");
         ApiError::new(
             ErrorCode::InternalServerError,
@@ -137,14 +143,6 @@ impl ApiError {
         .unwrap_or_else(|_| b"{\"code\":\"InternalServerError\",\"message\":\"\"}".to_vec());
         json_response(self.code.status(), body)
     }
-}
-
-/// A short random id for correlating a client-visible 500 with the server log.
-pub fn new_request_id() -> String {
-    let id = uuid::Uuid::new_v4();
-    let mut buf = uuid::Uuid::encode_buffer();
-    // 16 hex digits are plenty to find the line in a log.
-    id.simple().encode_lower(&mut buf)[..16].to_string()
 }
 
 pub(crate) fn json_response(status: StatusCode, body: Vec<u8>) -> Response<ResponseBody> {

@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
-use tickethub_runtime::Caller;
+use tickethub_runtime::{Caller, FnError, RequestId};
+use tracing::Instrument;
 
 use crate::body::read_limited;
 use crate::credentials::{resolve_identity, CredentialPolicy};
@@ -26,7 +27,17 @@ pub async fn handle(
     request: Request<Incoming>,
     mount: Mount,
 ) -> Response<ResponseBody> {
-    match handle_inner(&state, request, mount).await {
+    let request_id = RequestId::generate();
+    let span = tracing::info_span!(
+        "http_action_request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %request_id,
+    );
+    match handle_inner(&state, request, mount, &request_id)
+        .instrument(span)
+        .await
+    {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -36,6 +47,7 @@ async fn handle_inner(
     state: &AppState,
     request: Request<Incoming>,
     mount: Mount,
+    request_id: &RequestId,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let (mut parts, body) = request.into_parts();
     if mount == Mount::ApiHttpPrefix {
@@ -55,22 +67,57 @@ async fn handle_inner(
         parts.method = Method::GET;
     }
     let path = parts.uri.path().to_string();
+    let label = format!("{} {path}", parts.method);
     let request = Request::from_parts(parts, bytes);
-    match state
+    let response = match state
         .runtime
-        .http_action(request, Caller { identity })
+        .http_action(request, Caller { identity }, request_id)
         .await
     {
-        Some(response) => {
-            let (parts, body) = response.into_parts();
-            let body = if is_head { Bytes::new() } else { body };
-            Ok(Response::from_parts(parts, ResponseBody::new(body)))
+        Some(Ok(response)) => response,
+        Some(Err(error)) => action_error_response(request_id, &label, &error),
+        None => {
+            return Ok(text_response(
+                StatusCode::NOT_FOUND,
+                format!("No HttpAction routed for {path}"),
+            ))
         }
-        None => Ok(text_response(
-            StatusCode::NOT_FOUND,
-            format!("No HttpAction routed for {path}"),
-        )),
-    }
+    };
+    let (parts, body) = response.into_parts();
+    let body = if is_head { Bytes::new() } else { body };
+    Ok(Response::from_parts(parts, ResponseBody::new(body)))
+}
+
+/// The 500 answer to a failed HTTP action, as Convex gives it: `{"code": "[Request ID: <id>]
+/// Server Error: Uncaught Error: ...", "trace": ...}`. Internal failures say only "Server Error"
+/// (the details are logged under the same id).
+fn action_error_response(request_id: &RequestId, label: &str, error: &FnError) -> Response<Bytes> {
+    let (code, trace) = if error.is_user_visible() {
+        let kind = if matches!(error, FnError::Convex { .. }) {
+            "ConvexError"
+        } else {
+            "Error"
+        };
+        let uncaught = format!("Uncaught {kind}: {error}");
+        (
+            format!("[Request ID: {request_id}] Server Error: {uncaught}"),
+            uncaught,
+        )
+    } else {
+        tracing::error!(request_id = %request_id, route = label, error = %error, "HTTP action failed with an internal error");
+        (
+            format!("[Request ID: {request_id}] Server Error"),
+            String::new(),
+        )
+    };
+    let body = serde_json::json!({ "code": code, "trace": trace }).to_string();
+    let mut response = Response::new(Bytes::from(body));
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 fn strip_http_prefix(uri: &Uri) -> Result<Uri, ApiError> {

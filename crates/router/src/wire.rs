@@ -2,7 +2,7 @@
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use tickethub_runtime::CallResult;
+use tickethub_runtime::{CallResult, RequestId};
 use tickethub_store::Timestamp;
 use tickethub_value::Value;
 
@@ -184,9 +184,13 @@ pub enum FunctionResponse {
 }
 
 impl FunctionResponse {
-    /// `Err` when the function failed for an internal reason: that becomes a 500 with a request
-    /// id, and its details go to the log only.
-    pub fn from_call(result: CallResult, format: Format) -> Result<FunctionResponse, ApiError> {
+    /// `Err` when the function failed for an internal reason: that becomes a 500 with the
+    /// request's id, and its details go to the log only.
+    pub fn from_call(
+        result: CallResult,
+        format: Format,
+        request_id: &RequestId,
+    ) -> Result<FunctionResponse, ApiError> {
         let log_lines = result.log_lines;
         match result.outcome {
             Ok(value) => Ok(FunctionResponse::Success {
@@ -202,10 +206,10 @@ impl FunctionResponse {
                     log_lines,
                 })
             }
-            Err(error) => Err(ApiError::internal(format_args!(
-                "function failed [{}]: {error}",
-                error.code()
-            ))),
+            Err(error) => Err(ApiError::internal_for(
+                request_id,
+                format_args!("function failed [{}]: {error}", error.code()),
+            )),
         }
     }
 }

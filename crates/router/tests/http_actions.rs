@@ -56,8 +56,26 @@ async fn a_failing_action_is_a_500_with_a_request_id() {
     let server = TestServer::start(TestClock::Off).await;
     let reply = request(server.site, "GET", "/fail", &[], b"").await;
     assert_eq!(reply.status, 500, "{}", reply.text());
-    let code = reply.json()["code"].as_str().unwrap().to_string();
+    let json = reply.json();
+    let code = json["code"].as_str().unwrap().to_string();
     assert!(code.starts_with("[Request ID: "), "{code}");
+    assert!(
+        code.ends_with("] Server Error: Uncaught Error: the action failed"),
+        "{code}"
+    );
+    assert_eq!(json["trace"], "Uncaught Error: the action failed");
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    // An internal failure says only "Server Error", under a request id.
+    let reply = request(server.site, "GET", "/crash", &[], b"").await;
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    let json = reply.json();
+    let code = json["code"].as_str().unwrap();
+    assert!(
+        code.starts_with("[Request ID: ") && code.ends_with("] Server Error"),
+        "{code}"
+    );
+    assert_eq!(json["trace"], "");
+    assert!(!reply.text().contains("SELECT"), "{}", reply.text());
     // The server keeps serving.
     let reply = request(server.site, "GET", "/hello", &[], b"").await;
     assert_eq!(reply.status, 200);

@@ -22,6 +22,7 @@ use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use tickethub_store::{ReadSet, Store, TableDef, Timestamp};
 use tickethub_value::Value;
+use tracing::Instrument;
 
 pub(crate) use call::{panic_message, run_mutation_in_txn};
 use pinned::PinnedSnapshot;
@@ -30,7 +31,7 @@ pub(crate) use validate::{args_value, check_args, check_returns};
 use crate::ctx::LogSink;
 use crate::registry::{canonicalize_path, CronSpec, HttpRoute};
 use crate::scheduler::SchedulerState;
-use crate::{App, Auth, FnError, FunctionKind, FunctionSpec, Identity, Visibility};
+use crate::{App, Auth, FnError, FunctionKind, FunctionSpec, Identity, RequestId, Visibility};
 
 /// The runtime's clock. `Test` adds a manual offset to real time (`tickethub serve --test-clock`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +93,8 @@ pub struct CallRequest {
     pub expected_kind: Option<FunctionKind>,
     pub caller: Caller,
     pub read_at: ReadAt,
+    /// Made by the router (one per client request); in the call's span and its error texts.
+    pub request_id: RequestId,
 }
 
 #[derive(Debug)]
@@ -285,6 +288,7 @@ impl Runtime {
         };
         let auth = Auth::new(request.caller.identity, self.inner.config.auth_enabled);
         let logs = LogSink::default();
+        let span = tracing::info_span!("request", request_id = %request.request_id);
         let execution = self
             .execute_at(
                 request.path,
@@ -295,6 +299,7 @@ impl Runtime {
                 request.read_at,
                 logs.clone(),
             )
+            .instrument(span)
             .await;
         CallResult {
             outcome: execution.outcome,
@@ -329,20 +334,26 @@ impl Runtime {
         logs: LogSink,
     ) -> BoxFuture<'static, Execution> {
         let rt = self.clone();
-        Box::pin(async move {
-            let started = Instant::now();
-            let spec = match rt.inner.resolve(&path, access, expected) {
-                Ok(spec) => spec,
-                Err(e) => {
-                    log_call(&path, None, started, Some(&e));
-                    return Execution::failed(e);
-                }
-            };
-            let execution = rt.run_spec(spec.clone(), args, auth, read_at, logs).await;
-            let error = execution.outcome.as_ref().err();
-            log_call(&spec.path, Some(spec.kind), started, error);
-            execution
-        })
+        // One span per function call (nested calls from actions get their own, inside it).
+        let span = tracing::info_span!("function_call", path = %path, kind = tracing::field::Empty);
+        Box::pin(
+            async move {
+                let started = Instant::now();
+                let spec = match rt.inner.resolve(&path, access, expected) {
+                    Ok(spec) => spec,
+                    Err(e) => {
+                        log_call(&path, None, started, Some(&e));
+                        return Execution::failed(e);
+                    }
+                };
+                tracing::Span::current().record("kind", spec.kind.as_str());
+                let execution = rt.run_spec(spec.clone(), args, auth, read_at, logs).await;
+                let error = execution.outcome.as_ref().err();
+                log_call(&spec.path, Some(spec.kind), started, error);
+                execution
+            }
+            .instrument(span),
+        )
     }
 
     /// Test clock only: move time forward, run every scheduled job and cron that became due, and

@@ -16,6 +16,7 @@ pub mod db;
 pub mod engine;
 pub mod error;
 pub mod registry;
+mod request_id;
 pub mod scheduler;
 pub mod test_clock;
 mod writer;
@@ -33,6 +34,7 @@ pub use registry::{
     canonicalize_path, App, Args, CronSchedule, CronSpec, FunctionKind, FunctionSpec, NoArgs,
     Route, RoutePath, Visibility, SYSTEM_MODULE_PREFIX,
 };
+pub use request_id::RequestId;
 
 pub use scheduler::JobState;
 /// `#[derive(Args)]`: the argument struct's fields become its validator (same name as the trait,
@@ -42,6 +44,7 @@ pub use tickethub_store::{Order, Timestamp};
 pub use tickethub_value::validator::v;
 pub use tickethub_value::{Object, Validator, Value};
 
-/// HTTP action request and response: plain data from the `http` crate.
+/// HTTP action request and response: plain data from the `http` crate. The runtime uses `http`
+/// for these types only; status codes and error bodies are the router's.
 pub type HttpRequest = http::Request<bytes::Bytes>;
 pub type HttpResponse = http::Response<bytes::Bytes>;

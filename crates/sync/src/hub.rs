@@ -289,6 +289,7 @@ impl SyncHub {
                     identity: identity.clone(),
                 },
                 read_at: ReadAt::Latest,
+                request_id: tickethub_runtime::RequestId::generate(),
             })
             .await;
         QueryOutcome {

@@ -401,6 +401,7 @@ async fn call(
                 identity: identity.clone(),
             },
             read_at: ReadAt::Latest,
+            request_id: tickethub_runtime::RequestId::generate(),
         })
         .await
 }

@@ -77,6 +77,7 @@ impl Hub {
                 identity: who.clone(),
             },
             read_at: ReadAt::Latest,
+            request_id: tickethub_runtime::RequestId::generate(),
         };
         self.rt.call(request).await.outcome
     }
@@ -137,13 +138,18 @@ impl Hub {
                 Caller {
                     identity: Identity::Anonymous,
                 },
+                &tickethub_runtime::RequestId::generate(),
             )
             .await
             .expect("the webhook route exists");
-        (
-            response.status().as_u16(),
-            String::from_utf8_lossy(response.body()).into_owned(),
-        )
+        // A failed action is answered 500 by the router.
+        match response {
+            Ok(response) => (
+                response.status().as_u16(),
+                String::from_utf8_lossy(response.body()).into_owned(),
+            ),
+            Err(error) => (500, error.to_string()),
+        }
     }
 }
 

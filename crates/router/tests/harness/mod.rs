@@ -143,6 +143,14 @@ pub fn test_app() -> App {
             Err::<http::Response<bytes::Bytes>, _>(FnError::msg("the action failed"))
         },
     );
+    app.http_route(
+        Route::exact(http::Method::GET, "/crash"),
+        |_ctx, _request| async move {
+            Err::<http::Response<bytes::Bytes>, _>(FnError::Internal(
+                "SQL failed: SELECT * FROM documents".into(),
+            ))
+        },
+    );
     app
 }
 

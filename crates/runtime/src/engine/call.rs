@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tickethub_store::{DocReader, ReadSet};
 use tickethub_value::Value;
+use tracing::Instrument;
 
 use super::validate::{check_args, check_returns, snapshot_tables};
 use super::{Execution, Inner, ReadAt};
@@ -189,7 +190,7 @@ impl Runtime {
             Ok(future) => future,
             Err(payload) => return Execution::failed(panicked(&spec.path, &*payload)),
         };
-        let outcome = match tokio::spawn(future).await {
+        let outcome = match tokio::spawn(future.in_current_span()).await {
             Ok(outcome) => outcome,
             Err(e) => Err(join_error(&spec.path, e)),
         };

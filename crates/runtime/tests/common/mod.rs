@@ -68,6 +68,7 @@ pub async fn call_as(
         expected_kind: kind,
         caller: Caller { identity },
         read_at: ReadAt::Latest,
+        request_id: tickethub_runtime::RequestId::generate(),
     })
     .await
 }
