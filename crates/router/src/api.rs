@@ -180,6 +180,7 @@ pub async fn handle(
             let ts = state
                 .runtime
                 .pin_snapshot()
+                .await
                 .map_err(|e| ApiError::internal(format_args!("pin_snapshot: {e}")))?;
             let body = serde_json::json!({ "ts": encode_ts(ts) });
             Ok(json_response(StatusCode::OK, body.to_string().into_bytes()))
@@ -287,6 +288,7 @@ async fn query_batch(
     let ts = state
         .runtime
         .pin_snapshot()
+        .await
         .map_err(|e| ApiError::internal(format_args!("pin_snapshot: {e}")))?;
     // Validate every entry before running any, so a malformed batch runs nothing.
     let prepared = batch
