@@ -200,7 +200,7 @@ async fn handle_in_span(
             .await
         }
         Endpoint::QueryTs => {
-            let ts = state.runtime.pin_snapshot().map_err(|e| {
+            let ts = state.runtime.pin_snapshot().await.map_err(|e| {
                 ApiError::internal_for(&request_id, format_args!("pin_snapshot: {e}"))
             })?;
             let body = serde_json::json!({ "ts": encode_ts(ts) });
@@ -316,6 +316,7 @@ async fn query_batch(
     let ts = state
         .runtime
         .pin_snapshot()
+        .await
         .map_err(|e| ApiError::internal_for(&request_id, format_args!("pin_snapshot: {e}")))?;
     // Validate every entry before running any, so a malformed batch runs nothing.
     let prepared = batch

@@ -634,7 +634,7 @@ async fn pinned_snapshots_read_the_past() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime(dir.path(), app(), Clock::System);
     ok(&rt, "items:add", item("before", 1.0, None)).await;
-    let ts = rt.pin_snapshot().unwrap();
+    let ts = rt.pin_snapshot().await.unwrap();
     ok(&rt, "items:add", item("after", 2.0, None)).await;
     let at = |ts| tickethub_runtime::CallRequest {
         path: "items:all".into(),

@@ -1,8 +1,11 @@
 //! The document store on embedded SQLite. The only crate that speaks SQL.
 //!
 //! - [`schema`]: `schema.toml` parsing, table and index definitions.
-//! - [`store`]: [`Store`]: open (migrate, backfill, validate), reader snapshots, the writer thread
-//!   with group commit.
+//! - [`store`]: [`Store`], the facade: open, reader snapshots, submitting jobs to the writer.
+//! - `connection` (private): opening SQLite connections with their pragmas; the reader pool.
+//! - `migrate` (private): creating and migrating the database to a schema (backfill, validation).
+//! - `writer` (private): the writer thread with group commit.
+//! - [`lock`]: [`DataDirLock`], one process per data directory.
 //! - [`txn`]: [`ReadTxn`] (one consistent snapshot) and [`WriteTxn`] (runs on the writer thread).
 //! - [`query`]: [`IndexQuery`], index range validation and key-range computation.
 //! - [`log`]: the commit log: which index key ranges each commit touched, for live queries.
@@ -16,17 +19,22 @@
 
 mod catalog;
 mod codec;
+mod connection;
+pub mod lock;
 pub mod log;
+mod migrate;
 pub mod query;
 pub mod schema;
 pub mod store;
 pub mod txn;
+mod writer;
 
+pub use lock::{DataDirLock, DataDirLockError};
 pub use log::{CommitLog, IndexId, ReadRange, ReadSet, WriteSet, WrittenKey};
 pub use query::{Bound, IndexQuery, Order, Page, PageRequest, MAX_PAGE_ITEMS};
 pub use schema::{IndexDef, Schema, SchemaError, TableDef};
 pub use store::{CommitHook, CommitInfo, Done, Job, Outcome, Store, StoreOptions};
-pub use txn::{caps, DocReader, Document, ReadTxn, ScanVisitor, Visit, WriteTxn};
+pub use txn::{caps, DocReader, Document, ReadTxn, ScanVisitor, SnapshotQuery, Visit, WriteTxn};
 
 use tickethub_value::{DocumentId, IdError, JsonError, LimitError, ValidationError};
 
@@ -82,9 +90,41 @@ pub enum StoreError {
     Json(#[from] JsonError),
     /// SQLite or I/O failure. The message is for logs only; never send it to clients.
     #[error("storage failure: {0}")]
-    Storage(String),
+    Storage(StorageFailure),
+    /// The disk holding the database is full (`SQLITE_FULL`, or an I/O error with `ENOSPC`):
+    /// writes fail until space is freed. The text is safe to show; the detail is for logs.
+    #[error("the disk holding the database is full; writes fail until space is freed")]
+    StorageFull(StorageFailure),
+    /// The writer's queue is full: the mutation was refused at once rather than queued without
+    /// bound. Retrying shortly is safe (nothing was written).
+    #[error("the server is overloaded: {capacity} mutations are already queued; retry shortly")]
+    Overloaded { capacity: usize },
     #[error("the store is shutting down")]
     ShuttingDown,
+}
+
+/// A storage failure as SQLite (or the OS) reported it, with its codes kept so that a full disk
+/// can be told from a busy or corrupt database.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct StorageFailure {
+    /// SQLite's primary result code; `None` for failures that did not come from SQLite (an OS
+    /// call, a document that does not decode).
+    pub code: Option<rusqlite::ErrorCode>,
+    /// SQLite's extended result code (e.g. `SQLITE_IOERR_FSYNC`), when there is one.
+    pub extended_code: Option<i32>,
+    pub message: String,
+}
+
+impl StorageFailure {
+    /// A failure that did not come from SQLite.
+    pub fn other(message: impl Into<String>) -> StorageFailure {
+        StorageFailure {
+            code: None,
+            extended_code: None,
+            message: message.into(),
+        }
+    }
 }
 
 impl StoreError {
@@ -108,6 +148,8 @@ impl StoreError {
             StoreError::JobPanicked(_) => "InternalError",
             StoreError::Json(_) => "InvalidValue",
             StoreError::Storage(_) => "StorageError",
+            StoreError::StorageFull(_) => "StorageFull",
+            StoreError::Overloaded { .. } => "ServerOverloaded",
             StoreError::ShuttingDown => "ShuttingDown",
         }
     }
@@ -115,13 +157,119 @@ impl StoreError {
     pub fn is_user_error(&self) -> bool {
         !matches!(
             self,
-            StoreError::Storage(_) | StoreError::ShuttingDown | StoreError::JobPanicked(_)
+            StoreError::Storage(_)
+                | StoreError::StorageFull(_)
+                | StoreError::Overloaded { .. }
+                | StoreError::ShuttingDown
+                | StoreError::JobPanicked(_)
         )
+    }
+
+    /// A storage failure that did not come from SQLite.
+    pub(crate) fn storage(message: impl Into<String>) -> StoreError {
+        StoreError::Storage(StorageFailure::other(message))
+    }
+
+    /// The same error again, for each job of a batch that failed as a whole. Storage failures
+    /// keep their variant and codes; anything else (not expected here) becomes a storage failure.
+    pub(crate) fn for_each_job(&self) -> StoreError {
+        match self {
+            StoreError::Storage(f) => StoreError::Storage(f.clone()),
+            StoreError::StorageFull(f) => StoreError::StorageFull(f.clone()),
+            StoreError::ShuttingDown => StoreError::ShuttingDown,
+            other => StoreError::storage(other.to_string()),
+        }
     }
 }
 
+/// Keeps SQLite's result codes. SQLite's unix VFS reports a write that hit `ENOSPC` as
+/// `SQLITE_FULL`, and so does a database at its `max_page_count`: both become
+/// [`StoreError::StorageFull`]. (An `fsync` that hits `ENOSPC` comes back as
+/// `SQLITE_IOERR_FSYNC` without the errno, so it stays [`StoreError::Storage`], with the extended
+/// code kept for the log.)
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Storage(e.to_string())
+        let (code, extended_code) = match &e {
+            rusqlite::Error::SqliteFailure(failure, _) => {
+                (Some(failure.code), Some(failure.extended_code))
+            }
+            _ => (None, None),
+        };
+        let failure = StorageFailure {
+            code,
+            extended_code,
+            message: e.to_string(),
+        };
+        match code {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::StorageFull(failure),
+            _ => StoreError::Storage(failure),
+        }
+    }
+}
+
+/// OS errors (files in the data directory): `ENOSPC` becomes [`StoreError::StorageFull`].
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        let full = e.kind() == std::io::ErrorKind::StorageFull;
+        let failure = StorageFailure::other(e.to_string());
+        if full {
+            StoreError::StorageFull(failure)
+        } else {
+            StoreError::Storage(failure)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::ffi;
+
+    fn sqlite_error(extended_code: i32) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(ffi::Error::new(extended_code), Some("from sqlite".into()))
+    }
+
+    #[test]
+    fn a_full_disk_is_told_apart_from_a_busy_database() {
+        let full = StoreError::from(sqlite_error(ffi::SQLITE_FULL));
+        assert!(matches!(full, StoreError::StorageFull(_)), "{full:?}");
+        assert_eq!(full.code(), "StorageFull");
+        assert!(!full.is_user_error());
+
+        let busy = StoreError::from(sqlite_error(ffi::SQLITE_BUSY));
+        assert_eq!(busy.code(), "StorageError");
+        let StoreError::Storage(failure) = &busy else {
+            panic!("{busy:?}")
+        };
+        assert_eq!(failure.code, Some(rusqlite::ErrorCode::DatabaseBusy));
+        assert_eq!(failure.extended_code, Some(ffi::SQLITE_BUSY));
+
+        // The extended code survives: an fsync failure is still recognisable in the log.
+        let fsync = StoreError::from(sqlite_error(ffi::SQLITE_IOERR_FSYNC));
+        let StoreError::Storage(failure) = &fsync else {
+            panic!("{fsync:?}")
+        };
+        assert_eq!(failure.code, Some(rusqlite::ErrorCode::SystemIoFailure));
+        assert_eq!(failure.extended_code, Some(ffi::SQLITE_IOERR_FSYNC));
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn enospc_from_the_os_is_a_full_disk() {
+        const ENOSPC: i32 = 28;
+        let full = StoreError::from(std::io::Error::from_raw_os_error(ENOSPC));
+        assert_eq!(full.code(), "StorageFull");
+        let denied = StoreError::from(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        assert_eq!(denied.code(), "StorageError");
+    }
+
+    #[test]
+    fn a_failed_batch_keeps_the_variant_for_every_job() {
+        let full = StoreError::from(sqlite_error(ffi::SQLITE_FULL));
+        assert_eq!(full.for_each_job().code(), "StorageFull");
+        assert_eq!(
+            StoreError::Overloaded { capacity: 1 }.code(),
+            "ServerOverloaded"
+        );
     }
 }

@@ -11,8 +11,9 @@ use tickethub_value::{DocumentId, Object, TableNumber, Validator, Value};
 
 use crate::catalog::{id_from_key, id_key, Catalog, IndexKind, TableInfo};
 use crate::codec::{decode_fields, encode_fields};
+use crate::connection::{read_last_ts, run_cached, ReaderPool};
 use crate::query::{plan, Cursor, MAX_PAGE_ITEMS};
-use crate::store::{CreationClock, ReaderPool};
+use crate::writer::{now_unix_ms, CreationClock};
 use crate::{
     IndexQuery, Order, Page, PageRequest, ReadRange, ReadSet, StoreError, Timestamp, WriteSet,
     WrittenKey,
@@ -209,7 +210,7 @@ impl ReadTracker {
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Storage(e.to_string())
+    StoreError::storage(e.to_string())
 }
 
 /// Point read by primary key, without recording or counting (writes use it to find the old row).
@@ -367,6 +368,10 @@ fn scan_impl(
 
 /// A consistent snapshot for queries. Dropping it ends the read transaction and returns the
 /// connection to the pool. `Send` but not `Sync`: use it from one thread at a time.
+///
+/// Reading through the `ReadTxn` itself counts every read against one budget and one read set.
+/// A snapshot shared by several queries (a pinned timestamp) gives each its own with
+/// [`ReadTxn::new_query`].
 pub struct ReadTxn {
     conn: Option<Connection>,
     pool: Arc<ReaderPool>,
@@ -382,9 +387,9 @@ impl ReadTxn {
         catalog: Arc<Catalog>,
     ) -> Result<ReadTxn, StoreError> {
         // BEGIN alone takes no snapshot; the first read does, so read the commit ts right away.
-        let started = crate::store::run_cached(&conn, "BEGIN")
+        let started = run_cached(&conn, "BEGIN")
             .map_err(StoreError::from)
-            .and_then(|_| crate::store::read_last_ts(&conn));
+            .and_then(|_| read_last_ts(&conn));
         match started {
             Ok(ts) => Ok(ReadTxn {
                 conn: Some(conn),
@@ -394,7 +399,7 @@ impl ReadTxn {
                 tracker: ReadTracker::default(),
             }),
             Err(e) => {
-                let _ = crate::store::run_cached(&conn, "ROLLBACK");
+                let _ = run_cached(&conn, "ROLLBACK");
                 pool.put(conn);
                 Err(e)
             }
@@ -403,13 +408,62 @@ impl ReadTxn {
     fn conn(&self) -> &Connection {
         self.conn.as_ref().expect("connection present until drop")
     }
+
+    /// Start one more query on this snapshot, with its own read budget (the per-transaction read
+    /// caps) and its own read set: queries sharing a pinned snapshot must not use up each other's
+    /// budget, and a live query depends only on what it read itself.
+    pub fn new_query(&self) -> SnapshotQuery<'_> {
+        SnapshotQuery {
+            txn: self,
+            tracker: ReadTracker::default(),
+        }
+    }
+}
+
+/// One query's reads on a shared snapshot (see [`ReadTxn::new_query`]).
+pub struct SnapshotQuery<'a> {
+    txn: &'a ReadTxn,
+    tracker: ReadTracker,
+}
+
+impl DocReader for SnapshotQuery<'_> {
+    fn ts(&self) -> Timestamp {
+        self.txn.ts
+    }
+    fn table_number(&self, table: &str) -> Option<TableNumber> {
+        self.txn.table_number(table)
+    }
+    fn table_name(&self, number: TableNumber) -> Option<String> {
+        self.txn.table_name(number)
+    }
+    fn get(&self, id: DocumentId) -> Result<Option<Document>, StoreError> {
+        get_impl(self.txn.conn(), &self.txn.catalog, &self.tracker, id)
+    }
+    fn scan(
+        &self,
+        query: &IndexQuery,
+        resume_after: Option<&[u8]>,
+        visit: &mut ScanVisitor<'_>,
+    ) -> Result<(), StoreError> {
+        scan_impl(
+            self.txn.conn(),
+            &self.txn.catalog,
+            &self.tracker,
+            query,
+            resume_after,
+            visit,
+        )
+    }
+    fn read_set(&self) -> ReadSet {
+        self.tracker.read_set.borrow().clone()
+    }
 }
 
 impl Drop for ReadTxn {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
             // A read transaction has nothing to commit; ending it releases the WAL snapshot.
-            let _ = crate::store::run_cached(&conn, "COMMIT");
+            let _ = run_cached(&conn, "COMMIT");
             self.pool.put(conn);
         }
     }
@@ -499,7 +553,7 @@ impl<'a> WriteTxn<'a> {
             .clone();
         let body = self.check_write(&info, &fields)?;
         let creation_time = self.clock.next();
-        let mut id = DocumentId::new_random(info.number, crate::store::now_unix_ms());
+        let mut id = DocumentId::new_random(info.number, now_unix_ms());
         // Lead the internal id with the creation time (a positive f64's bits sort like the
         // number), keeping 6 random bytes and the day stamp: ids stay valid Convex ids, are
         // unique by construction, and new rows append to the right edge of the documents

@@ -34,6 +34,7 @@ fn open(dir: &std::path::Path, schema: &str) -> Result<Store, StoreError> {
             readers: 2,
             max_batch: 64,
             durable: false,
+            ..StoreOptions::default()
         },
     )
 }

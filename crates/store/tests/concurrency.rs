@@ -14,6 +14,7 @@ fn eight_threads_times_a_thousand_increments_make_8000() {
             readers: 2,
             max_batch: 64,
             durable: false,
+            ..StoreOptions::default()
         },
     )
     .unwrap();

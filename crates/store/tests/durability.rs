@@ -35,6 +35,7 @@ fn open(dir: &std::path::Path) -> Store {
             readers: 2,
             max_batch: 64,
             durable: true,
+            ..StoreOptions::default()
         },
     )
     .unwrap()

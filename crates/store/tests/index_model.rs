@@ -73,6 +73,7 @@ fn run(
             readers: 1,
             max_batch: 8,
             durable: false,
+            ..StoreOptions::default()
         },
     )
     .unwrap();

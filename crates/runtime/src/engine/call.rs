@@ -4,7 +4,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use tickethub_store::{DocReader, ReadSet};
+use tickethub_store::{DocReader, ReadTxn, Store};
 use tickethub_value::Value;
 use tracing::Instrument;
 
@@ -15,6 +15,20 @@ use crate::db::{Source, TxnCell, WriteOps};
 use crate::registry::Handler;
 use crate::writer::run_on_writer;
 use crate::{ActionCtx, Auth, FnError, FunctionKind, FunctionSpec, Runtime};
+
+/// A snapshot at the latest commit without blocking the async worker: a free reader is taken at
+/// once; when every reader is lent out (pinned snapshots, long queries), the wait for one happens
+/// on the blocking pool, so unrelated requests on this worker keep being served.
+pub(crate) async fn read_snapshot(store: &Store) -> Result<ReadTxn, FnError> {
+    if let Some(txn) = store.try_read()? {
+        return Ok(txn);
+    }
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.read())
+        .await
+        .map_err(|e| FnError::Internal(format!("waiting for a reader failed: {e}")))?
+        .map_err(FnError::from)
+}
 
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
@@ -95,8 +109,9 @@ impl Runtime {
         let inner = self.inner.clone();
         // Queries run right here on the async worker: they are synchronous, bounded by the
         // per-transaction read caps, and typically take microseconds, so a hand-off to the
-        // blocking pool would cost more than the query itself.
-        let execute = move || {
+        // blocking pool would cost more than the query itself. Only waiting for a reader is
+        // moved off the worker (see `read_snapshot`).
+        let execute = async move {
             let run = |reader: &dyn DocReader| {
                 let env = CallEnv::new(inner.clone(), logs);
                 std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -106,9 +121,9 @@ impl Runtime {
             };
             match read_at {
                 ReadAt::Latest => {
-                    let txn = match inner.store.read() {
+                    let txn = match read_snapshot(&inner.store).await {
                         Ok(txn) => txn,
-                        Err(e) => return Execution::failed(e.into()),
+                        Err(e) => return Execution::failed(e),
                     };
                     let outcome = run(&txn);
                     Execution { outcome, ts: Some(txn.ts()), read_set: Some(txn.read_set()) }
@@ -116,13 +131,12 @@ impl Runtime {
                 ReadAt::Pinned(ts) => match Runtime::pinned(&inner, ts) {
                     Ok(Some(pinned)) => {
                         let txn = pinned.lock();
-                        // The pinned transaction keeps every earlier query's reads: report ours.
-                        let before = txn.read_set().ranges.len();
-                        let outcome = run(&*txn);
-                        let ranges = txn.read_set().ranges.split_off(before);
-                        Execution { outcome, ts: Some(ts), read_set: Some(ReadSet { ranges }) }
+                        // Its own read budget and read set on the shared snapshot.
+                        let query = txn.new_query();
+                        let outcome = run(&query);
+                        Execution { outcome, ts: Some(ts), read_set: Some(query.read_set()) }
                     }
-                    Ok(None) => match inner.store.read() {
+                    Ok(None) => match read_snapshot(&inner.store).await {
                         // Not pinned (expired or evicted), but nothing was committed since: the
                         // latest snapshot is the same one.
                         Ok(txn) if txn.ts() == ts => {
@@ -133,13 +147,13 @@ impl Runtime {
                             "The snapshot at timestamp {} is no longer available; request a new timestamp",
                             ts.0
                         ))),
-                        Err(e) => Execution::failed(e.into()),
+                        Err(e) => Execution::failed(e),
                     },
                     Err(e) => Execution::failed(e),
                 },
             }
         };
-        execute()
+        execute.await
     }
 
     async fn run_mutation(

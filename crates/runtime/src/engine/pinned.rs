@@ -19,8 +19,8 @@ pub(super) struct PinnedSnapshot {
 
 impl Runtime {
     /// Keep a snapshot open for a while (bounded count, expiring) and return its timestamp.
-    pub fn pin_snapshot(&self) -> Result<Timestamp, FnError> {
-        let txn = self.inner.store.read()?;
+    pub async fn pin_snapshot(&self) -> Result<Timestamp, FnError> {
+        let txn = super::call::read_snapshot(&self.inner.store).await?;
         let ts = txn.ts();
         let mut pins = self.inner.pins.lock();
         let now = Instant::now();

@@ -1,0 +1,318 @@
+//! The writer thread: it alone writes to the database. It runs queued mutation jobs one after
+//! another, each in its own SAVEPOINT, and commits them in batches (group commit: one fsync for
+//! the batch); a job's caller hears back only after its batch is durable.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::RwLock;
+use rusqlite::Connection;
+
+use crate::catalog::Catalog;
+use crate::connection::run_cached;
+use crate::log::CommitLog;
+use crate::migrate::{meta_set, META_LAST_CREATION, META_LAST_TS};
+use crate::store::{CommitHook, CommitInfo, Done, Job, Outcome};
+use crate::{StoreError, Timestamp, WriteSet, WriteTxn};
+
+/// State the writer thread publishes to everyone else.
+pub(crate) struct Shared {
+    pub(crate) latest_ts: AtomicU64,
+    pub(crate) hooks: RwLock<Vec<CommitHook>>,
+    pub(crate) log: CommitLog,
+}
+
+/// What the writer's queue carries.
+pub(crate) enum Message {
+    Job(Job, Done),
+    /// Finish the queued jobs, checkpoint, and stop.
+    Close(mpsc::Sender<Result<(), StoreError>>),
+}
+
+pub(crate) fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Hands out `_creationTime`s: wall-clock milliseconds with a fractional part, strictly
+/// increasing even when the clock stalls or steps back (then it counts up in 1 µs steps).
+pub(crate) struct CreationClock {
+    pub(crate) last: f64,
+}
+
+impl CreationClock {
+    pub(crate) fn next(&mut self) -> f64 {
+        let now = now_nanos() as f64 / 1e6;
+        let mut t = if now > self.last {
+            now
+        } else {
+            self.last + 0.001
+        };
+        // Near 1.7e12 the f64 spacing is ~0.00024 ms, so +0.001 always moves; this guards far
+        // larger values where it might not.
+        if t <= self.last {
+            t = f64::from_bits(self.last.to_bits() + 1);
+        }
+        self.last = t;
+        t
+    }
+}
+
+/// The writer thread's state.
+pub(crate) struct Writer {
+    pub(crate) conn: Connection,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) clock: CreationClock,
+    pub(crate) last_ts: Timestamp,
+    /// Most jobs one batch may hold.
+    pub(crate) max_batch: usize,
+    /// Longest a batch waits for late jobs (see [`Writer::gather`]). Far below one fsync, so it
+    /// costs little latency and saves a whole commit for the jobs it catches.
+    pub(crate) gather_wait: Duration,
+    pub(crate) shared: Arc<Shared>,
+    /// Jobs in the previous batch: how many callers were waiting on one commit, so most of them
+    /// are likely to send their next job right after hearing back.
+    pub(crate) last_batch_len: usize,
+}
+
+/// One job's result inside a batch, before the batch commits.
+enum JobResult {
+    Committed(CommitInfo),
+    NothingWritten(CommitInfo),
+    Failed(StoreError),
+}
+
+/// How a job's savepoint ends.
+#[derive(Clone, Copy)]
+enum Keep {
+    /// Keep its writes in the batch.
+    Release,
+    /// Undo its writes, then end the savepoint.
+    RollBack,
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a mutation panicked".to_string()
+    }
+}
+
+impl Writer {
+    pub(crate) fn run(mut self, receiver: mpsc::Receiver<Message>) {
+        let mut close_ack = None;
+        while close_ack.is_none() {
+            let Ok(first) = receiver.recv() else { break };
+            let mut batch = Vec::new();
+            match first {
+                Message::Job(job, done) => batch.push((job, done)),
+                Message::Close(ack) => close_ack = Some(ack),
+            }
+            // Group commit: everything already waiting joins this batch.
+            while close_ack.is_none() && batch.len() < self.max_batch {
+                match receiver.try_recv() {
+                    Ok(Message::Job(job, done)) => batch.push((job, done)),
+                    Ok(Message::Close(ack)) => close_ack = Some(ack),
+                    Err(_) => break,
+                }
+            }
+            if close_ack.is_none() {
+                close_ack = self.gather(&receiver, &mut batch);
+            }
+            if !batch.is_empty() {
+                self.last_batch_len = batch.len();
+                self.run_batch(batch);
+            }
+        }
+        // Drain jobs that raced with close so their callers hear back.
+        while let Ok(msg) = receiver.try_recv() {
+            match msg {
+                Message::Job(_, done) => done(Err(StoreError::ShuttingDown)),
+                Message::Close(ack) => {
+                    let _ = ack.send(Ok(()));
+                }
+            }
+        }
+        let result = self
+            .conn
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .map_err(StoreError::from);
+        if let Some(ack) = close_ack {
+            let _ = ack.send(result);
+        }
+    }
+
+    /// When the previous batch answered many callers at once, their next jobs arrive a moment
+    /// apart; starting the commit with only the first few would make the rest wait a whole extra
+    /// fsync. So wait briefly (at most `gather_wait`) until about as many jobs as last time
+    /// are here. Under light load (a batch of one) this never waits.
+    fn gather(
+        &self,
+        receiver: &mpsc::Receiver<Message>,
+        batch: &mut Vec<(Job, Done)>,
+    ) -> Option<mpsc::Sender<Result<(), StoreError>>> {
+        let wanted = self.last_batch_len.min(self.max_batch);
+        if batch.len() * 2 >= wanted {
+            return None;
+        }
+        let deadline = Instant::now() + self.gather_wait;
+        while batch.len() < wanted {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match receiver.recv_timeout(left) {
+                Ok(Message::Job(job, done)) => batch.push((job, done)),
+                Ok(Message::Close(ack)) => return Some(ack),
+                Err(_) => break,
+            }
+        }
+        None
+    }
+
+    fn run_batch(&mut self, batch: Vec<(Job, Done)>) {
+        let saved_ts = self.last_ts;
+        let saved_clock = self.clock.last;
+        let mut results: Vec<(Done, JobResult)> = Vec::with_capacity(batch.len());
+        let outcome = self.run_jobs(batch, &mut results).and_then(|()| {
+            if self.last_ts != saved_ts {
+                meta_set(&self.conn, META_LAST_TS, self.last_ts.0 as i64)?;
+            }
+            if self.clock.last != saved_clock {
+                meta_set(&self.conn, META_LAST_CREATION, self.clock.last)?;
+            }
+            run_cached(&self.conn, "COMMIT")?;
+            Ok(())
+        });
+        if let Err(e) = outcome {
+            tracing::error!(error = %e, "batch failed; every job in it is reported failed");
+            let _ = run_cached(&self.conn, "ROLLBACK");
+            self.last_ts = saved_ts;
+            self.clock.last = saved_clock;
+            for (done, _) in results {
+                done(Err(e.for_each_job()));
+            }
+            return;
+        }
+        self.shared
+            .latest_ts
+            .store(self.last_ts.0, AtomicOrdering::Release);
+        let mut committed = Vec::new();
+        for (_, result) in &results {
+            if let JobResult::Committed(info) = result {
+                self.shared.log.push(info.ts, info.writes.clone());
+                committed.push(info.clone());
+            }
+        }
+        for (done, result) in results {
+            done(match result {
+                JobResult::Committed(info) | JobResult::NothingWritten(info) => Ok(info),
+                JobResult::Failed(e) => Err(e),
+            });
+        }
+        if !committed.is_empty() {
+            for hook in self.shared.hooks.read().iter() {
+                hook(&committed);
+            }
+        }
+    }
+
+    /// Run each job in its own savepoint. An `Err` means the batch transaction itself is broken;
+    /// `results` then holds every job's `done` (including ones not yet run) for the caller to fail.
+    fn run_jobs(
+        &mut self,
+        batch: Vec<(Job, Done)>,
+        results: &mut Vec<(Done, JobResult)>,
+    ) -> Result<(), StoreError> {
+        let mut jobs = batch.into_iter();
+        let begun = run_cached(&self.conn, "BEGIN IMMEDIATE");
+        if let Err(e) = begun {
+            results
+                .extend(jobs.map(|(_, done)| (done, JobResult::Failed(StoreError::ShuttingDown))));
+            return Err(e.into());
+        }
+        while let Some((job, done)) = jobs.next() {
+            if let Err(e) = run_cached(&self.conn, "SAVEPOINT job") {
+                results.push((done, JobResult::Failed(StoreError::ShuttingDown)));
+                results.extend(
+                    jobs.map(|(_, done)| (done, JobResult::Failed(StoreError::ShuttingDown))),
+                );
+                return Err(e.into());
+            }
+            let snapshot = self.last_ts;
+            let mut txn = WriteTxn::new(&self.conn, &self.catalog, &mut self.clock, snapshot);
+            let ran = catch_unwind(AssertUnwindSafe(|| job(&mut txn)));
+            let writes = txn.into_writes();
+            let (keep, result) = match ran {
+                Ok(Outcome::Commit) if writes.is_empty() => (
+                    Keep::Release,
+                    JobResult::Committed(CommitInfo {
+                        ts: snapshot,
+                        writes: Arc::new(writes),
+                    }),
+                ),
+                Ok(Outcome::Commit) => {
+                    let ts = Timestamp((self.last_ts.0 + 1).max(now_nanos()));
+                    self.last_ts = ts;
+                    (
+                        Keep::Release,
+                        JobResult::Committed(CommitInfo {
+                            ts,
+                            writes: Arc::new(writes),
+                        }),
+                    )
+                }
+                Ok(Outcome::Rollback) => (
+                    Keep::RollBack,
+                    JobResult::NothingWritten(CommitInfo {
+                        ts: snapshot,
+                        writes: Arc::new(WriteSet::default()),
+                    }),
+                ),
+                Err(payload) => {
+                    let message = panic_message(payload.as_ref());
+                    tracing::error!(%message, "a mutation panicked; its writes are rolled back");
+                    (
+                        Keep::RollBack,
+                        JobResult::Failed(StoreError::JobPanicked(message)),
+                    )
+                }
+            };
+            let read_only_commit =
+                matches!(&result, JobResult::Committed(info) if info.writes.is_empty());
+            // A read-only commit is reported but does not enter the log or hooks.
+            let result = if read_only_commit {
+                match result {
+                    JobResult::Committed(info) => JobResult::NothingWritten(info),
+                    other => other,
+                }
+            } else {
+                result
+            };
+            results.push((done, result));
+            let ended = match keep {
+                Keep::Release => run_cached(&self.conn, "RELEASE job"),
+                Keep::RollBack => run_cached(&self.conn, "ROLLBACK TO job")
+                    .and_then(|()| run_cached(&self.conn, "RELEASE job")),
+            };
+            if let Err(e) = ended {
+                results.extend(
+                    jobs.map(|(_, done)| (done, JobResult::Failed(StoreError::ShuttingDown))),
+                );
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+}
