@@ -17,7 +17,7 @@ use crate::catalog::{
     id_from_key, Catalog, IndexInfo, IndexKind, TableInfo, BY_CREATION_TIME, BY_ID,
 };
 use crate::codec::decode_fields;
-use crate::log::{CommitLog, IndexId, COMMIT_LOG_CAPACITY};
+use crate::log::{CommitLog, IndexId};
 use crate::{ReadTxn, Schema, SchemaError, StoreError, TableDef, Timestamp, WriteSet, WriteTxn};
 
 /// What a mutation job decided.
@@ -598,7 +598,7 @@ impl Store {
         let shared = Arc::new(Shared {
             latest_ts: AtomicU64::new(last_ts.0),
             hooks: RwLock::new(Vec::new()),
-            log: CommitLog::new(COMMIT_LOG_CAPACITY, last_ts),
+            log: CommitLog::new(*tickethub_knobs::COMMIT_LOG_CAPACITY, last_ts),
         });
         let (sender, receiver) = mpsc::channel();
         let writer = Writer {
