@@ -367,15 +367,16 @@ impl SyncHub {
                 }
             }
             subs.processed = newest;
+            // Counted before the wake, so whoever hears from a woken session sees the count.
+            self.metrics
+                .commits_dispatched
+                .fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .sessions_woken
+                .fetch_add(woken.len() as u64, Ordering::Relaxed);
             subs.wake(&woken);
             newest
         };
-        self.metrics
-            .commits_dispatched
-            .fetch_add(1, Ordering::Relaxed);
-        self.metrics
-            .sessions_woken
-            .fetch_add(woken.len() as u64, Ordering::Relaxed);
         self.processed.send_if_modified(|current| {
             let newer = newest > *current;
             if newer {
