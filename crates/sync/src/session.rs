@@ -76,7 +76,6 @@ where
             Err(Close::AfterAuthError) => break,
         }
     }
-    hub.close_session(id);
     drop(session);
     let _ = writer.await;
     hub.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
@@ -152,6 +151,13 @@ struct Session {
     signal: Arc<SessionSignal>,
     /// One permit per running action.
     actions: Arc<Semaphore>,
+}
+
+/// However the connection ends (even when its task is dropped), its subscriptions leave the index.
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.hub.close_session(self.id);
+    }
 }
 
 impl Session {
