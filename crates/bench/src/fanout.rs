@@ -269,6 +269,9 @@ pub mod idle_cost {
             env: vec![
                 ("CLERK_WEBHOOK_SECRET".into(), WEBHOOK_SECRET.into()),
                 ("RUST_LOG".into(), "warn".into()),
+                // Pings are a cost per connection over time, not per commit: keep them out of
+                // the commit phases.
+                ("TICKETHUB_SYNC_PING_AFTER_IDLE".into(), "600000".into()),
                 // Every subscriber is a connection of its own.
                 (
                     "TICKETHUB_MAX_CONNECTIONS".into(),
