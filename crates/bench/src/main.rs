@@ -1,4 +1,4 @@
-//! The benchmark command: `cargo run --release -p bench -- --quick|--full|--soak|--load-check|--fanout`.
+//! The benchmark command: `cargo run --release -p bench -- --quick|--full|--soak|--load-check|--fanout|--idle-cost`.
 //!
 //! Module map:
 //! - [`loadgen`]: the one load generator (tokio + hyper keep-alive connections, HDR histogram).
@@ -8,7 +8,8 @@
 //! - [`servers`]: launching tickethub and the hello server; [`hello`]: the hello server itself.
 //! - [`pocketbase`]: installing and configuring the PocketBase peer.
 //! - [`storage`]: raw rusqlite (the storage ceiling), tickethub's store in-process, bounded scans.
-//! - [`fanout`]: subscription fan-out over the WebSocket sync protocol (a row of the suite).
+//! - [`fanout`]: subscription fan-out over the WebSocket sync protocol (a row of the suite), and
+//!   `--idle-cost`: a commit's latency and server CPU with 0 and with 10,000 idle subscribers.
 //! - [`live`]: `--fanout`, the live-queries measurements: commit-to-client latency with 1,000
 //!   subscribers, resident memory per idle connection, query executions per commit.
 //! - [`suite`]: `--quick` / `--full`; [`soak`]: `--soak` and `--load-check`.
@@ -43,7 +44,7 @@ use clap::{ArgGroup, Parser, Subcommand};
 #[command(
     name = "bench",
     about = "Benchmark tickethub against PocketBase, a bare hyper server and raw SQLite",
-    group(ArgGroup::new("mode").args(["quick", "full", "soak", "load_check", "fanout"]))
+    group(ArgGroup::new("mode").args(["quick", "full", "soak", "load_check", "fanout", "idle_cost"]))
 )]
 struct Cli {
     /// A smoke pass of a few seconds per system.
@@ -61,6 +62,15 @@ struct Cli {
     /// Live queries: commit-to-client latency, memory per connection, executions per commit.
     #[arg(long)]
     fanout: bool,
+    /// A commit's latency and server CPU with 0 and with `--idle` idle subscribers.
+    #[arg(long)]
+    idle_cost: bool,
+    /// Idle subscribers (one connection each) for `--idle-cost`.
+    #[arg(long, default_value_t = 10_000)]
+    idle: usize,
+    /// Commits per phase of `--idle-cost`.
+    #[arg(long, default_value_t = 1000)]
+    commits: u64,
     /// Subscribers (and idle connections) for `--fanout`.
     #[arg(long, default_value_t = 1000)]
     subscribers: usize,
@@ -126,6 +136,7 @@ enum Mode {
     Soak,
     LoadCheck,
     Fanout,
+    IdleCost,
 }
 
 fn main() -> Result<()> {
@@ -158,6 +169,8 @@ fn main() -> Result<()> {
         Mode::LoadCheck
     } else if cli.fanout {
         Mode::Fanout
+    } else if cli.idle_cost {
+        Mode::IdleCost
     } else {
         Mode::Quick
     };
@@ -285,6 +298,12 @@ async fn run(
             report.write(&results)?;
             println!("{}", report.markdown());
             eprintln!("[bench] wrote {}/fanout.{{json,md}}", results.display());
+        }
+        Mode::IdleCost => {
+            let bin = servers::tickethub_binary()?;
+            let (none, many) = fanout::idle_cost::run(&bin, &work, cli.idle, cli.commits).await?;
+            println!("{command}\n");
+            fanout::idle_cost::print(&none, &many);
         }
         Mode::LoadCheck => {
             let report = soak::run_load_check(&work, &command).await?;

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::HeaderMap;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 
@@ -28,7 +28,7 @@ const DRAIN_MAX_TIME: Duration = Duration::from_secs(10);
 
 /// Read the whole body, refusing anything over `limit` bytes. A declared `Content-Length` over
 /// the limit is refused before a byte of the body is read; a body without one is counted as it
-/// streams in, so an oversized body is never held in memory whole.
+/// streams in (`http_body_util::Limited`), so an oversized body is never held in memory whole.
 pub async fn read_limited(
     mut body: Incoming,
     headers: &HeaderMap,
@@ -42,42 +42,19 @@ pub async fn read_limited(
         drain_in_background(body, len);
         return Err(too_large(limit));
     }
-    // Most bodies arrive in one frame: keep it without copying; copy only when there are more.
-    let mut first: Option<Bytes> = None;
-    let mut joined: Option<BytesMut> = None;
-    let mut total = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            ApiError::new(
-                ErrorCode::BadRequest,
-                format!("Could not read the request body: {e}"),
-            )
-        })?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        total += data.len();
-        if total > limit {
+    // `Limited` counts the bytes as they stream in; borrowing the body keeps it for draining.
+    match Limited::new(&mut body, limit).collect().await {
+        // One frame (the usual case) comes back without a copy.
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => {
             drain_in_background(body, DRAIN_MAX_BYTES);
-            return Err(too_large(limit));
+            Err(too_large(limit))
         }
-        match (&mut first, &mut joined) {
-            (None, _) => first = Some(data),
-            (Some(head), None) => {
-                let mut buf =
-                    BytesMut::with_capacity(declared.map_or(head.len() * 2, |d| d as usize));
-                buf.extend_from_slice(head);
-                buf.extend_from_slice(&data);
-                joined = Some(buf);
-            }
-            (Some(_), Some(buf)) => buf.extend_from_slice(&data),
-        }
+        Err(error) => Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("Could not read the request body: {error}"),
+        )),
     }
-    Ok(match (first, joined) {
-        (_, Some(buf)) => buf.freeze(),
-        (Some(head), None) => head,
-        (None, None) => Bytes::new(),
-    })
 }
 
 /// Read and discard the rest of a refused body (bounded in bytes and time). If the server closed

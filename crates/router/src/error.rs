@@ -46,6 +46,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// The server is shutting down.
     ShuttingDown,
+    /// The server already has its maximum of open connections (`MAX_CONNECTIONS`).
+    TooManyConnections,
     /// Anything unexpected. The message sent is generic; details go to the log.
     InternalServerError,
 }
@@ -69,6 +71,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "NotFound",
             ErrorCode::MethodNotAllowed => "MethodNotAllowed",
             ErrorCode::ShuttingDown => "ShuttingDown",
+            ErrorCode::TooManyConnections => "TooManyConnections",
             ErrorCode::InternalServerError => "InternalServerError",
         }
     }
@@ -91,7 +94,9 @@ impl ErrorCode {
             ErrorCode::BadAdminKey => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ShuttingDown | ErrorCode::TooManyConnections => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ErrorCode::InternalServerError => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -37,7 +37,7 @@ use hyper::body::Incoming;
 
 pub use credentials::{AuthFailure, AuthFailureKind, Authenticator, BoxFuture};
 pub use error::{ApiError, ErrorCode};
-pub use serve::{serve, GracePeriod};
+pub use serve::{serve, ConnectionLimit, GracePeriod};
 pub use state::{AppState, BodyLimits, RouterConfig};
 
 /// Every response body: small, fully buffered.

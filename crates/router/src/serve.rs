@@ -1,9 +1,12 @@
 //! Accepting connections: HTTP/1.1 with keep-alive and upgrades (for WebSocket sync), TCP_NODELAY,
-//! and graceful shutdown (stop accepting, let in-flight requests finish within a grace period).
+//! a cap on open connections over both ports ([`ConnectionLimit`]), a `tracing` span per
+//! connection, and graceful shutdown (stop accepting, let in-flight requests finish within a
+//! grace period).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,9 +15,10 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument as _;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::{route, AppState, Surface};
 
 /// How long connections get to finish their in-flight requests after shutdown starts.
@@ -24,6 +28,57 @@ pub struct GracePeriod(pub Duration);
 impl Default for GracePeriod {
     fn default() -> Self {
         GracePeriod(Duration::from_secs(10))
+    }
+}
+
+/// Refusals (503 `TooManyConnections`) being answered at once; past this an over-limit connection
+/// is closed without an answer, so a flood costs nothing that grows.
+const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+/// Longest time a refused connection gets to send its request and read the 503.
+const REFUSAL_TIME: Duration = Duration::from_secs(2);
+
+/// The open connections of both ports together, at most `max` (the `MAX_CONNECTIONS` knob unless
+/// [`RouterConfig::max_connections`](crate::RouterConfig) says otherwise). Also numbers the
+/// connections for their tracing spans.
+pub struct ConnectionLimit {
+    max: usize,
+    open: Arc<Semaphore>,
+    refusing: Arc<Semaphore>,
+    accepted: AtomicU64,
+}
+
+/// A connection's place under the limit, held while the connection (or the WebSocket it was
+/// upgraded to) is open. Requests carry a clone in their extensions, so the sync endpoint can keep
+/// it for the socket's life.
+#[derive(Clone)]
+pub struct ConnectionSlot(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
+
+impl ConnectionLimit {
+    pub fn new(max: usize) -> ConnectionLimit {
+        let max = max.max(1);
+        ConnectionLimit {
+            max,
+            open: Arc::new(Semaphore::new(max)),
+            refusing: Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT)),
+            accepted: AtomicU64::new(0),
+        }
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.max - self.open.available_permits()
+    }
+
+    fn try_open(&self) -> Option<ConnectionSlot> {
+        self.open
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .map(|permit| ConnectionSlot(Arc::new(permit)))
     }
 }
 
@@ -45,16 +100,25 @@ pub async fn serve(
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     // Small JSON responses must not wait for Nagle.
                     let _ = stream.set_nodelay(true);
+                    let number = state.connections.accepted.fetch_add(1, Ordering::Relaxed) + 1;
+                    let span = tracing::info_span!("connection", %peer, number, surface = ?surface);
+                    let Some(slot) = state.connections.try_open() else {
+                        refuse(stream, &state.connections, span);
+                        continue;
+                    };
                     let state = state.clone();
                     let stop = stop_rx.clone();
                     let alive = alive_tx.clone();
-                    tokio::spawn(async move {
-                        serve_connection(stream, surface, state, stop).await;
-                        drop(alive);
-                    });
+                    tokio::spawn(
+                        async move {
+                            serve_connection(stream, surface, state, stop, slot).await;
+                            drop(alive);
+                        }
+                        .instrument(span),
+                    );
                 }
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.
@@ -78,14 +142,49 @@ pub async fn serve(
     }
 }
 
+/// Answer an over-limit connection's first request with 503 `TooManyConnections` and close it
+/// (or close it at once when too many refusals are already being answered).
+fn refuse(stream: tokio::net::TcpStream, limit: &ConnectionLimit, span: tracing::Span) {
+    let Ok(refusing) = limit.refusing.clone().try_acquire_owned() else {
+        return;
+    };
+    let max = limit.max;
+    tokio::spawn(
+        async move {
+            tracing::warn!("refusing a connection: {max} are open, the most allowed");
+            let service = service_fn(move |_request| async move {
+                Ok::<_, Infallible>(
+                    ApiError::new(
+                        ErrorCode::TooManyConnections,
+                        format!(
+                            "The server already has {max} open connections, the most it accepts; try again shortly."
+                        ),
+                    )
+                    .into_response(),
+                )
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .keep_alive(false)
+                .header_read_timeout(REFUSAL_TIME)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(REFUSAL_TIME, connection).await;
+            drop(refusing);
+        }
+        .instrument(span),
+    );
+}
+
 async fn serve_connection(
     stream: tokio::net::TcpStream,
     surface: Surface,
     state: Arc<AppState>,
     mut stop: watch::Receiver<bool>,
+    slot: ConnectionSlot,
 ) {
-    let service = service_fn(move |request| {
+    let service = service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
         let state = state.clone();
+        request.extensions_mut().insert(slot.clone());
         async move { Ok::<_, Infallible>(handle_logged(state, surface, request).await) }
     });
     let connection = http1::Builder::new()

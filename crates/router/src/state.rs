@@ -6,6 +6,7 @@ use tickethub_runtime::{Clock, Runtime};
 use tickethub_sync::SyncHub;
 
 use crate::credentials::Authenticator;
+use crate::serve::ConnectionLimit;
 
 /// Body size limits. Function args may be 16 MiB; the envelope around them gets a little slack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +33,9 @@ pub struct RouterConfig {
     /// With [`Clock::Test`], `POST /api/test/advance_time` exists (admin only).
     pub clock: Clock,
     pub limits: BodyLimits,
+    /// Open connections over both ports; beyond it a connection is answered 503
+    /// `TooManyConnections`. Defaults to the `MAX_CONNECTIONS` knob.
+    pub max_connections: usize,
 }
 
 impl Default for RouterConfig {
@@ -40,6 +44,7 @@ impl Default for RouterConfig {
             deployment_name: "tickethub".to_string(),
             clock: Clock::System,
             limits: BodyLimits::default(),
+            max_connections: *tickethub_knobs::MAX_CONNECTIONS,
         }
     }
 }
@@ -51,6 +56,8 @@ pub struct AppState {
     pub config: RouterConfig,
     /// Live queries: every WebSocket session shares it.
     pub sync: Arc<SyncHub>,
+    /// The cap on open connections, shared by both listeners.
+    pub connections: ConnectionLimit,
 }
 
 impl AppState {
@@ -63,11 +70,13 @@ impl AppState {
             runtime.clone(),
             Arc::new(crate::sync_endpoint::SocketAuth(authenticator.clone())),
         );
+        let connections = ConnectionLimit::new(config.max_connections);
         Arc::new(AppState {
             runtime,
             authenticator,
             config,
             sync,
+            connections,
         })
     }
 }

@@ -12,9 +12,11 @@ use tickethub_sync::{SyncAuth, SyncHub, TokenType};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
+use tracing::Instrument as _;
 
 use crate::credentials::{resolve_identity, Authenticator, CredentialPolicy};
 use crate::error::{json_response, ApiError, ErrorCode};
+use crate::serve::ConnectionSlot;
 use crate::{AppState, ResponseBody};
 
 /// Largest client message: function args may be 16 MiB, plus the envelope.
@@ -68,8 +70,12 @@ pub(crate) fn upgrade(
     };
     let accept = derive_accept_key(key.as_bytes());
     let hub = state.sync.clone();
+    // The socket outlives the HTTP connection's task: it keeps the connection's place under
+    // the cap, and its span.
+    let slot = request.extensions().get::<ConnectionSlot>().cloned();
     let on_upgrade = hyper::upgrade::on(&mut request);
-    tokio::spawn(async move {
+    let task = async move {
+        let _slot = slot;
         match on_upgrade.await {
             Ok(upgraded) => {
                 let config = WebSocketConfig {
@@ -87,7 +93,8 @@ pub(crate) fn upgrade(
             }
             Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
         }
-    });
+    };
+    tokio::spawn(task.instrument(tracing::Span::current()));
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::UPGRADE, "websocket")
@@ -139,5 +146,7 @@ fn metrics_json(hub: &SyncHub) -> serde_json::Value {
         "queryExecutions": hub.metrics.query_executions.load(Ordering::Relaxed),
         "connectionsOpen": hub.metrics.connections_open.load(Ordering::Relaxed),
         "transitionsSent": hub.metrics.transitions_sent.load(Ordering::Relaxed),
+        "sessionsWoken": hub.metrics.sessions_woken.load(Ordering::Relaxed),
+        "commitsDispatched": hub.metrics.commits_dispatched.load(Ordering::Relaxed),
     })
 }

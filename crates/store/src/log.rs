@@ -62,10 +62,9 @@ impl ReadSet {
     }
 }
 
-/// Most commits the in-memory log keeps; a subscriber further behind than this re-runs anyway.
-pub const COMMIT_LOG_CAPACITY: usize = 4096;
-
-/// In-memory log of recent commits, bounded; subscribers read it to decide what to re-run.
+/// In-memory log of recent commits, bounded (the `COMMIT_LOG_CAPACITY` knob), oldest first.
+/// Live queries read it to decide what to re-run. Timestamps strictly increase along the log, so
+/// "the commits after `ts`" is a binary search, not a scan.
 pub struct CommitLog {
     inner: Mutex<LogInner>,
 }
@@ -75,6 +74,13 @@ struct LogInner {
     /// Timestamp of the newest entry evicted: commits after it are all still in `entries`.
     evicted_through: Timestamp,
     capacity: usize,
+}
+
+impl LogInner {
+    /// Index of the first entry newer than `since`.
+    fn first_after(&self, since: Timestamp) -> usize {
+        self.entries.partition_point(|(ts, _)| *ts <= since)
+    }
 }
 
 impl CommitLog {
@@ -88,8 +94,14 @@ impl CommitLog {
         }
     }
 
+    /// Most commits kept.
+    pub fn capacity(&self) -> usize {
+        self.inner.lock().capacity
+    }
+
     pub(crate) fn push(&self, ts: Timestamp, writes: Arc<WriteSet>) {
         let mut inner = self.inner.lock();
+        debug_assert!(inner.entries.back().is_none_or(|(last, _)| *last < ts));
         if inner.entries.len() == inner.capacity {
             if let Some((old, _)) = inner.entries.pop_front() {
                 inner.evicted_through = old;
@@ -101,12 +113,8 @@ impl CommitLog {
     /// Commits after `since`, oldest first: (ts, writes).
     pub fn since(&self, since: Timestamp) -> Vec<(Timestamp, Arc<WriteSet>)> {
         let inner = self.inner.lock();
-        inner
-            .entries
-            .iter()
-            .filter(|(ts, _)| *ts > since)
-            .cloned()
-            .collect()
+        let first = inner.first_after(since);
+        inner.entries.range(first..).cloned().collect()
     }
 
     /// Like [`CommitLog::since`], but `None` when some commit after `since` has been evicted, so
@@ -116,23 +124,29 @@ impl CommitLog {
         if since < inner.evicted_through {
             return None;
         }
-        Some(
-            inner
-                .entries
-                .iter()
-                .filter(|(ts, _)| *ts > since)
-                .cloned()
-                .collect(),
-        )
+        let first = inner.first_after(since);
+        Some(inner.entries.range(first..).cloned().collect())
+    }
+
+    /// Whether any commit in `(since, through]` overlaps `reads`; `true` also when the log no
+    /// longer reaches back to `since` (be safe: re-run).
+    pub fn changed_between(&self, since: Timestamp, through: Timestamp, reads: &ReadSet) -> bool {
+        let inner = self.inner.lock();
+        if since < inner.evicted_through {
+            return true;
+        }
+        let first = inner.first_after(since);
+        inner
+            .entries
+            .range(first..)
+            .take_while(|(ts, _)| *ts <= through)
+            .any(|(_, writes)| reads.overlaps(writes))
     }
 
     /// Whether any commit after `since` overlaps `reads`; `true` also when the log no longer
     /// reaches back to `since` (be safe: re-run).
     pub fn changed_since(&self, since: Timestamp, reads: &ReadSet) -> bool {
-        match self.since_complete(since) {
-            None => true,
-            Some(commits) => commits.iter().any(|(_, w)| reads.overlaps(w)),
-        }
+        self.changed_between(since, Timestamp(u64::MAX), reads)
     }
 }
 
@@ -192,5 +206,21 @@ mod tests {
         };
         assert!(log.changed_since(Timestamp(2), &reads));
         assert!(!log.changed_since(Timestamp(3), &reads));
+        assert!(!log.changed_between(Timestamp(1), Timestamp(2), &reads));
+        assert!(log.changed_between(Timestamp(0), Timestamp(1), &reads));
+    }
+
+    #[test]
+    fn since_finds_the_first_newer_commit_by_binary_search() {
+        let log = CommitLog::new(100, Timestamp(0));
+        for t in (10..=50).step_by(10) {
+            log.push(Timestamp(t), Arc::new(written(1, &[t as u8])));
+        }
+        let tss =
+            |v: Vec<(Timestamp, Arc<WriteSet>)>| v.iter().map(|(t, _)| t.0).collect::<Vec<_>>();
+        assert_eq!(tss(log.since(Timestamp(0))), vec![10, 20, 30, 40, 50]);
+        assert_eq!(tss(log.since(Timestamp(25))), vec![30, 40, 50]);
+        assert_eq!(tss(log.since(Timestamp(30))), vec![40, 50]);
+        assert!(log.since(Timestamp(50)).is_empty());
     }
 }

@@ -13,7 +13,7 @@ use tickethub_knobs as knobs;
 
 use crate::catalog::Catalog;
 use crate::connection::{open_connection, ReaderPool, Role};
-use crate::log::{CommitLog, COMMIT_LOG_CAPACITY};
+use crate::log::CommitLog;
 use crate::migrate::{migrate, Migrated};
 use crate::writer::{CreationClock, Message, Shared, Writer};
 use crate::{ReadTxn, Schema, StoreError, Timestamp, WriteSet, WriteTxn};
@@ -119,7 +119,7 @@ impl Store {
         let shared = Arc::new(Shared {
             latest_ts: AtomicU64::new(last_ts.0),
             hooks: RwLock::new(Vec::new()),
-            log: CommitLog::new(COMMIT_LOG_CAPACITY, last_ts),
+            log: CommitLog::new(*tickethub_knobs::COMMIT_LOG_CAPACITY, last_ts),
         });
         let queue_capacity = options.queue_capacity.max(1);
         let (sender, receiver) = mpsc::sync_channel(queue_capacity);

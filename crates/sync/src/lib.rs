@@ -11,8 +11,9 @@
 
 pub mod hub;
 pub mod protocol;
+mod ranges;
 pub mod session;
 
-pub use hub::{SyncAuth, SyncHub, SyncMetrics};
+pub use hub::{SyncAuth, SyncHub, SyncMetrics, SyncOptions};
 pub use protocol::TokenType;
 pub use session::serve;

@@ -1,10 +1,11 @@
 //! One WebSocket connection: its query set, identity and versions.
 //!
-//! Two tasks per connection. The session task reads client messages and commit wake-ups and
+//! Two tasks per connection. The session task reads client messages and the hub's wake-ups and
 //! decides what to send; the writer task drains a bounded outbox into the socket, sends `Ping`
-//! after [`PING_AFTER_IDLE`] of silence, and gives up on a client that does not take a message
-//! within [`SEND_TIMEOUT`]. Commits reach the session through a `watch` channel, so a session that
-//! falls behind skips intermediate states and catches up to the latest in one Transition.
+//! after `ping_after_idle` of silence, and gives up on a client that does not take a message
+//! within `send_timeout` (see [`SyncOptions`]). The hub wakes a session only when a commit
+//! touched one of its subscriptions, and wake-ups coalesce, so a session that falls behind skips
+//! intermediate states and catches up to the latest in one Transition.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -13,24 +14,20 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tickethub_runtime::{CallRequest, Caller, FnError, FunctionKind, Identity, ReadAt};
-use tickethub_store::{ReadSet, Timestamp, WriteSet};
+use tickethub_store::ReadSet;
 use tickethub_value::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::hub::{Missed, QueryError, QueryKey, QueryOutcome, SyncHub};
+use crate::hub::{
+    QueryError, QueryKey, QueryOutcome, SessionId, SessionSignal, SyncHub, SyncOptions,
+};
 use crate::protocol::{
     ClientMessage, QueryId, QuerySetModification, ServerMessage, StateModification, StateVersion,
 };
 
-/// The client reconnects after 60 s without a message; a Ping after 15 s idle keeps it calm.
-pub const PING_AFTER_IDLE: Duration = Duration::from_secs(15);
-/// A client that does not accept a message for this long is dropped.
-pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
-/// Messages waiting for the socket, per connection. When full, the session waits (only itself).
-pub const OUTBOX_CAPACITY: usize = 64;
 /// How long a mutation's response waits for its commit to reach the hub before the Transition.
 const COMMIT_VISIBLE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -40,18 +37,20 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     hub.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+    let options = *hub.options();
     let (sink, mut incoming) = socket.split();
-    let (outbox, outbox_rx) = mpsc::channel(OUTBOX_CAPACITY);
-    let writer = tokio::spawn(write_loop(sink, outbox_rx));
-    let mut commits = hub.subscribe_commits();
-    let latest = *commits.borrow_and_update();
+    let (outbox, outbox_rx) = mpsc::channel(options.outbox_capacity.max(1));
+    let writer = tokio::spawn(write_loop(sink, outbox_rx, options));
+    let (id, signal) = hub.open_session();
     let mut session = Session {
         hub: hub.clone(),
         outbox,
         version: StateVersion::default(),
-        processed: latest,
         identity: Identity::Anonymous,
         queries: BTreeMap::new(),
+        id,
+        signal: signal.clone(),
+        actions: Arc::new(Semaphore::new(options.max_actions_per_connection)),
     };
     loop {
         let step = tokio::select! {
@@ -61,10 +60,7 @@ where
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => Err(Close::Quietly),
                 Some(Ok(_)) => Ok(()),
             },
-            changed = commits.changed() => match changed {
-                Ok(()) => session.transition(Change::default()).await,
-                Err(_) => Err(Close::Quietly),
-            },
+            () = signal.notify.notified() => session.transition(Change::default()).await,
         };
         match step {
             Ok(()) => {}
@@ -88,11 +84,12 @@ where
 async fn write_loop<S>(
     mut sink: futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
     mut outbox: mpsc::Receiver<ServerMessage>,
+    options: SyncOptions,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
-        let message = match tokio::time::timeout(PING_AFTER_IDLE, outbox.recv()).await {
+        let message = match tokio::time::timeout(options.ping_after_idle, outbox.recv()).await {
             Ok(Some(message)) => message,
             Ok(None) => break,
             Err(_idle) => ServerMessage::Ping,
@@ -104,7 +101,7 @@ async fn write_loop<S>(
                 break;
             }
         };
-        match tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::text(text))).await {
+        match tokio::time::timeout(options.send_timeout, sink.send(Message::text(text))).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => break,
             Err(_) => {
@@ -126,7 +123,8 @@ enum Close {
 }
 
 struct Subscription {
-    query: QueryKey,
+    /// The query, or why its args were refused (then the refusal is its result, for good).
+    query: Result<QueryKey, Arc<QueryOutcome>>,
     last: Option<Arc<QueryOutcome>>,
 }
 
@@ -146,10 +144,20 @@ struct Session {
     outbox: mpsc::Sender<ServerMessage>,
     /// The `endVersion` of the last Transition sent.
     version: StateVersion,
-    /// Every commit up to here is reflected in the results the client has.
-    processed: Timestamp,
     identity: Identity,
     queries: BTreeMap<QueryId, Subscription>,
+    /// This session in the hub's subscription index.
+    id: SessionId,
+    signal: Arc<SessionSignal>,
+    /// One permit per running action.
+    actions: Arc<Semaphore>,
+}
+
+/// However the connection ends (even when its task is dropped), its subscriptions leave the index.
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.hub.close_session(self.id);
+    }
 }
 
 impl Session {
@@ -191,13 +199,18 @@ impl Session {
                             udf_path,
                             args,
                         } => {
-                            let query = QueryKey::new(udf_path, decode_args(&args));
+                            let query = match decode_args(&args) {
+                                Ok(args) => Ok(QueryKey::new(udf_path, args)),
+                                Err(refused) => Err(Arc::new(refused.into_outcome(&self.hub))),
+                            };
+                            self.hub.unregister(self.id, query_id);
                             self.queries
                                 .insert(query_id, Subscription { query, last: None });
                             change.added.push(query_id);
                         }
                         QuerySetModification::Remove { query_id } => {
                             self.queries.remove(&query_id);
+                            self.hub.unregister(self.id, query_id);
                             change.removed.push(query_id);
                         }
                     }
@@ -223,8 +236,9 @@ impl Session {
                 .await?;
                 if let Some(ts) = committed_at {
                     // The client resolves the mutation's promise only at a Transition reaching its
-                    // ts, and by then every subscription must reflect the write.
-                    let mut commits = self.hub.subscribe_commits();
+                    // ts, and by then every subscription must reflect the write: wait until the
+                    // hub has matched the commit against every subscription.
+                    let mut commits = self.hub.subscribe_processed();
                     let _ = tokio::time::timeout(
                         COMMIT_VISIBLE_TIMEOUT,
                         commits.wait_for(|latest| *latest >= ts),
@@ -244,11 +258,27 @@ impl Session {
                 args,
             } => {
                 // Actions may be slow; they must not hold up this connection's other traffic.
+                // They run on their own tasks, at most `max_actions_per_connection` at once.
+                let Ok(permit) = self.actions.clone().try_acquire_owned() else {
+                    let limit = self.hub.options().max_actions_per_connection;
+                    return self
+                        .send(ServerMessage::ActionResponse {
+                            request_id,
+                            success: false,
+                            result: serde_json::Value::String(format!(
+                                "TooManyConcurrentActions: this connection already has {limit} actions running, the most it may have at once; wait for one to finish before starting another."
+                            )),
+                            log_lines: Vec::new(),
+                            error_data: None,
+                        })
+                        .await;
+                };
                 let hub = self.hub.clone();
                 let outbox = self.outbox.clone();
                 let identity = self.identity.clone();
                 tokio::spawn(async move {
                     let result = call(&hub, &identity, FunctionKind::Action, udf_path, &args).await;
+                    drop(permit);
                     let (success, value, error_data) = response_parts(result.outcome);
                     let _ = outbox
                         .send(ServerMessage::ActionResponse {
@@ -305,28 +335,22 @@ impl Session {
         call(&self.hub, &self.identity, kind, path, args).await
     }
 
-    /// Bring the client up to the latest commit: re-run the subscriptions whose read set a commit
-    /// touched (all of them when the identity changed or the log no longer reaches back), plus the
-    /// added ones, and send one Transition with whatever changed.
+    /// Bring the client up to the hub's latest dispatched commit: re-run the subscriptions a
+    /// commit touched (all of them when the identity changed or the log no longer reached back),
+    /// plus the added ones, and send one Transition with whatever changed.
     async fn transition(&mut self, change: Change) -> Result<(), Close> {
-        let latest = self.hub.latest_ts().max(self.processed);
+        // Read before taking the marks: every commit up to `processed` has marked us by now.
+        let processed = self.hub.processed_ts();
+        let dirty = self.signal.take();
         let identity_changed = change.new_identity.is_some();
-        let mut to_run: Vec<QueryId> = if identity_changed {
+        let mut to_run: Vec<QueryId> = if identity_changed || dirty.everything {
             self.queries.keys().copied().collect()
-        } else if latest > self.processed {
-            match self.hub.missed_since(self.processed) {
-                Missed::TooOld => self.queries.keys().copied().collect(),
-                Missed::Writes(writes) => self
-                    .queries
-                    .iter()
-                    .filter(|(_, sub)| {
-                        touched(sub.last.as_ref().and_then(|o| o.read_set.as_ref()), &writes)
-                    })
-                    .map(|(id, _)| *id)
-                    .collect(),
-            }
         } else {
-            Vec::new()
+            dirty
+                .queries
+                .into_iter()
+                .filter(|id| self.queries.contains_key(id))
+                .collect()
         };
         for id in &change.added {
             if !to_run.contains(id) {
@@ -344,7 +368,15 @@ impl Session {
             let Some(sub) = self.queries.get(&id) else {
                 continue;
             };
-            let outcome = self.hub.run_query(&sub.query, &self.identity).await;
+            let outcome = match &sub.query {
+                Ok(query) => {
+                    let outcome = self.hub.run_query(query, &self.identity).await;
+                    self.hub
+                        .register(self.id, id, outcome.read_set.as_ref(), outcome.ts);
+                    outcome
+                }
+                Err(refused) => refused.clone(),
+            };
             let unchanged = sub
                 .last
                 .as_ref()
@@ -360,9 +392,8 @@ impl Session {
         let end = StateVersion {
             query_set: change.new_query_set.unwrap_or(self.version.query_set),
             identity: change.new_identity.unwrap_or(self.version.identity),
-            ts: self.version.ts.max(latest),
+            ts: self.version.ts.max(processed),
         };
-        self.processed = latest;
         // A commit that changed none of this client's results is not worth a message: the client
         // needs a newer timestamp only to resolve its own mutations (`always_send`).
         let versions_moved =
@@ -392,10 +423,21 @@ async fn call(
     path: String,
     args: &[serde_json::Value],
 ) -> tickethub_runtime::CallResult {
+    let args = match decode_args(args) {
+        Ok(args) => args,
+        Err(refused) => {
+            return tickethub_runtime::CallResult {
+                outcome: Err(FnError::msg(refused.to_string())),
+                log_lines: Vec::new(),
+                ts: None,
+                read_set: None,
+            }
+        }
+    };
     hub.runtime()
         .call(CallRequest {
             path,
-            args: decode_args(args),
+            args,
             expected_kind: Some(kind),
             caller: Caller {
                 identity: identity.clone(),
@@ -406,23 +448,58 @@ async fn call(
         .await
 }
 
-/// `args` is `[obj]` on the wire. A value that fails to decode is passed on as a string the
-/// function's validator will reject with a readable message, rather than killing the socket.
-fn decode_args(args: &[serde_json::Value]) -> Value {
-    match args.first() {
-        None => Value::Object(Default::default()),
-        Some(json) => Value::from_convex_json(json)
-            .unwrap_or_else(|error| Value::String(format!("invalid args: {error}"))),
+/// Args refused before any function runs, with the code and message `/api/*` answers the same
+/// args with; over the socket they reach the client as `"<code>: <message>"`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ArgsRefused {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ArgsRefused {
+    fn bad_request(message: &str) -> ArgsRefused {
+        ArgsRefused {
+            code: "BadRequest",
+            message: message.to_string(),
+        }
+    }
+
+    /// The refusal as a subscription's (permanent) result.
+    fn into_outcome(self, hub: &SyncHub) -> QueryOutcome {
+        QueryOutcome {
+            result: Err(QueryError {
+                message: self.to_string(),
+                data: None,
+            }),
+            log_lines: Vec::new(),
+            read_set: Some(ReadSet::default()),
+            ts: hub.processed_ts(),
+        }
     }
 }
 
-/// Whether a query that read `read_set` may see a different result after `writes`.
-fn touched(read_set: Option<&ReadSet>, writes: &[Arc<WriteSet>]) -> bool {
-    match read_set {
-        // A query whose reads were not recorded (it failed early, say) re-runs on any commit.
-        None => !writes.is_empty(),
-        Some(reads) => writes.iter().any(|w| reads.overlaps(w)),
+/// `args` is `[obj]` on the wire. Anything else is refused as `/api/*` refuses it, so a function
+/// never sees args that are not a valid object (a `v.any()` function would otherwise get them).
+fn decode_args(args: &[serde_json::Value]) -> Result<Value, ArgsRefused> {
+    let object = match args {
+        [] => return Ok(Value::Object(Default::default())),
+        [one] => one,
+        _ => {
+            return Err(ArgsRefused::bad_request(
+                "\"args\" must be an array holding one object, or an object.",
+            ))
+        }
+    };
+    if !object.is_object() {
+        return Err(ArgsRefused::bad_request(
+            "Function arguments must be an object.",
+        ));
     }
+    Value::from_convex_json(object).map_err(|e| ArgsRefused {
+        code: "InvalidValue",
+        message: format!("Invalid function arguments: {e}"),
+    })
 }
 
 fn modification(query_id: QueryId, outcome: &QueryOutcome) -> StateModification {

@@ -69,7 +69,11 @@ impl Args for SendArgs {
 const SCHEMA: &str = r#"
 [tables.messages]
 fields.body = "string"
+indexes.by_body = ["body"]
 "#;
+
+/// `messages:wait` actions wait here for a permit; tests add permits to let them finish.
+pub static ACTION_GATE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
 
 pub fn test_app() -> App {
     let mut app = App::new();
@@ -110,6 +114,23 @@ pub fn test_app() -> App {
     });
     app.internal_query("messages:secret", |_ctx, _: NoArgs| Ok("internal only"));
     app.action("messages:ping", |_ctx, _: NoArgs| async move { Ok("pong") });
+    app.action("messages:wait", |_ctx, _: NoArgs| async move {
+        ACTION_GATE
+            .acquire()
+            .await
+            .map_err(|_| FnError::msg("gate closed"))?
+            .forget();
+        Ok("done")
+    });
+    app.query("messages:byBody", |ctx, args: SendArgs| {
+        let body = args.body;
+        let docs = ctx
+            .db
+            .query("messages")
+            .with_index("by_body", move |q| q.eq("body", body))
+            .collect()?;
+        Ok(docs.len() as f64)
+    });
     app.http_route(
         Route::exact(http::Method::GET, "/hello"),
         |_ctx, request| async move {
@@ -175,6 +196,15 @@ impl TestServer {
     }
 
     pub async fn start_with(app: App, clock: TestClock) -> TestServer {
+        TestServer::start_with_config(app, clock, |_| {}).await
+    }
+
+    /// Like [`TestServer::start_with`], with the router's configuration adjusted by `adjust`.
+    pub async fn start_with_config(
+        app: App,
+        clock: TestClock,
+        adjust: impl FnOnce(&mut RouterConfig),
+    ) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut schema = Schema::from_toml(SCHEMA).unwrap();
         for table in Runtime::system_tables() {
@@ -203,14 +233,12 @@ impl TestServer {
                 ..RuntimeConfig::default()
             },
         );
-        let state = AppState::new(
-            runtime.clone(),
-            Arc::new(FakeAuthenticator),
-            RouterConfig {
-                clock,
-                ..RouterConfig::default()
-            },
-        );
+        let mut config = RouterConfig {
+            clock,
+            ..RouterConfig::default()
+        };
+        adjust(&mut config);
+        let state = AppState::new(runtime.clone(), Arc::new(FakeAuthenticator), config);
         let api_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let site_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api = api_listener.local_addr().unwrap();
