@@ -77,30 +77,21 @@ pub(crate) fn current_entry(
         .first()
 }
 
-/// Entries of one event with one status, oldest first.
-fn entries_with_status(
-    db: &impl ReadDb,
-    event_id: &str,
-    status: WaitingStatus,
-) -> Result<Vec<Doc>, FnError> {
-    let event_id = event_id.to_string();
-    db.table(WAITING_LIST)
-        .with_index("by_event_status", move |q| {
-            q.eq("eventId", event_id).eq("status", status.as_str())
-        })
-        .collect()
-}
-
-/// `offered` entries whose offer has not yet expired at `now_ms`.
+/// `offered` entries whose offer has not yet expired at `now_ms`. Only those are read (the
+/// index ends in `offerExpiresAt`), not the expired offers the sweep has yet to mark.
 pub(crate) fn active_offers(
     db: &impl ReadDb,
     event_id: &str,
     now_ms: f64,
 ) -> Result<Vec<Doc>, FnError> {
-    Ok(entries_with_status(db, event_id, WaitingStatus::Offered)?
-        .into_iter()
-        .filter(|doc| doc.get_f64("offerExpiresAt").unwrap_or(0.0) > now_ms)
-        .collect())
+    let event_id = event_id.to_string();
+    db.table(WAITING_LIST)
+        .with_index("by_event_status_expiry", move |q| {
+            q.eq("eventId", event_id)
+                .eq("status", WaitingStatus::Offered.as_str())
+                .gt("offerExpiresAt", now_ms)
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
