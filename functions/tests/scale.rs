@@ -116,3 +116,91 @@ async fn an_event_with_more_tickets_than_one_query_may_read_still_answers() {
         format!("Cannot reduce total tickets below {SOLD} (number of tickets already sold)")
     );
 }
+
+#[derive(Deserialize, Args)]
+#[serde(rename_all = "camelCase")]
+struct UncountedArgs {
+    #[arg(id = "events")]
+    event_id: String,
+    #[arg(one_of("valid", "used", "refunded", "cancelled"))]
+    status: String,
+}
+
+/// A ticket written the way the app wrote them before `ticketCounts` existed.
+fn insert_uncounted(ctx: &MutationCtx, args: UncountedArgs) -> Result<String, FnError> {
+    ctx.db.insert(
+        "tickets",
+        json!({"eventId": args.event_id, "userId": "old_buyer", "purchasedAt": 1.6e12,
+               "status": args.status}),
+    )
+}
+
+#[tokio::test]
+async fn tickets_written_before_counts_existed_are_counted_and_the_first_counted_write_starts_from_them(
+) {
+    let mut app = ticket_hub_functions::app();
+    app.internal_mutation("test:insertUncounted", insert_uncounted);
+    app.internal_mutation("test:seedTickets", seed_tickets);
+    let hub = Hub::with_app(
+        app,
+        AuthMode::Disabled,
+        [("CLERK_WEBHOOK_SECRET", WEBHOOK_SECRET)],
+    );
+    let event_id = hub
+        .admin(
+            "events:create",
+            json!({"name": "Old show", "description": "From before", "location": "Leeds",
+                   "eventDate": 1.8e12, "price": PRICE, "totalTickets": 10,
+                   "userId": "user_org"}),
+        )
+        .await;
+    let event_id = event_id.as_str().unwrap().to_string();
+    let mut valid = Vec::new();
+    for status in ["valid", "valid", "used", "refunded"] {
+        let id = hub
+            .admin(
+                "test:insertUncounted",
+                json!({"eventId": event_id, "status": status}),
+            )
+            .await;
+        if status == "valid" {
+            valid.push(id.as_str().unwrap().to_string());
+        }
+    }
+    let sold = |availability: &Value| num_field(availability, "purchasedCount");
+    let check = json!({"eventId": event_id});
+    assert_eq!(
+        sold(&hub.admin("events:checkAvailability", check.clone()).await),
+        3.0
+    );
+
+    // The first counted write (a refund) creates the row from the tickets already there.
+    hub.admin(
+        "tickets:updateTicketStatus",
+        json!({"ticketId": valid[0], "status": "refunded"}),
+    )
+    .await;
+    assert_eq!(
+        sold(&hub.admin("events:checkAvailability", check.clone()).await),
+        2.0
+    );
+    hub.admin(
+        "test:seedTickets",
+        json!({"eventId": event_id, "count": 2, "batch": 0}),
+    )
+    .await;
+    assert_eq!(
+        sold(&hub.admin("events:checkAvailability", check.clone()).await),
+        4.0
+    );
+    let seller = hub
+        .admin("events:getSellerEvents", json!({"userId": "user_org"}))
+        .await;
+    let metrics = seller.as_array().unwrap()[0]
+        .get("metrics")
+        .unwrap()
+        .clone();
+    assert_eq!(num_field(&metrics, "soldTickets"), 4.0);
+    assert_eq!(num_field(&metrics, "refundedTickets"), 2.0);
+    assert_eq!(num_field(&metrics, "cancelledTickets"), 0.0);
+}
