@@ -3,15 +3,17 @@
 //!
 //! Availability: `availableSpots = totalTickets - purchased - activeOffers`, where purchased
 //! counts `valid` and `used` tickets and active offers are `offered` waiting-list entries whose
-//! `offerExpiresAt` is still in the future.
+//! `offerExpiresAt` is still in the future. Tickets are counted from the event's `ticketCounts`
+//! row (see [`crate::ticket_counts`]), never ticket by ticket.
 
 use serde::{Deserialize, Serialize};
 use tickethub_runtime::Args;
-use tickethub_runtime::{App, Doc, FnError, MutationCtx, NoArgs, QueryCtx, Value};
+use tickethub_runtime::{to_value, App, Doc, FnError, MutationCtx, NoArgs, QueryCtx, Value};
 
 use crate::auth_checks::ensure_acting_for;
 use crate::rate_limit::{self, JOIN_WAITING_LIST};
-use crate::tickets::{Ticket, TicketStatus, TICKETS};
+use crate::ticket_counts::{insert_tickets, ticket_counts};
+use crate::tickets::{TicketStatus, TICKETS};
 use crate::waiting_list::{self, WaitingStatus, OFFER_DURATION_MS, WAITING_LIST};
 use crate::{doc_or_null, doc_with, ReadDb};
 
@@ -61,17 +63,6 @@ pub(crate) fn load_event(db: &impl ReadDb, event_id: &str) -> Result<Event, FnEr
     }
 }
 
-/// The tickets of one event.
-pub(crate) fn event_tickets(db: &impl ReadDb, event_id: &str) -> Result<Vec<Ticket>, FnError> {
-    let event_id = event_id.to_string();
-    db.table(TICKETS)
-        .with_index("by_event", move |q| q.eq("eventId", event_id))
-        .collect()?
-        .iter()
-        .map(Doc::parse)
-        .collect()
-}
-
 /// Counts behind both availability queries and the queue.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Availability {
@@ -89,10 +80,7 @@ pub(crate) fn availability(
     event: &Event,
     now_ms: f64,
 ) -> Result<Availability, FnError> {
-    let purchased_count = event_tickets(db, &event.id)?
-        .iter()
-        .filter(|ticket| ticket.status.is_sold())
-        .count() as f64;
+    let purchased_count = ticket_counts(db, &event.id)?.sold();
     let active_offers = waiting_list::active_offers(db, &event.id, now_ms)?.len() as f64;
     Ok(Availability {
         total_tickets: event.total_tickets,
@@ -159,11 +147,8 @@ pub struct UpdateEventArgs {
 fn update_event(ctx: &MutationCtx, args: UpdateEventArgs) -> Result<String, FnError> {
     let event = load_event(&ctx.db, &args.event_id)?;
     ensure_acting_for(&ctx.auth, &event.user_id)?;
-    let sold = event_tickets(&ctx.db, &event.id)?
-        .iter()
-        .filter(|ticket| ticket.status.is_sold())
-        .count();
-    if args.total_tickets < sold as f64 {
+    let sold = ticket_counts(&ctx.db, &event.id)?.sold();
+    if args.total_tickets < sold {
         return Err(FnError::msg(format!(
             "Cannot reduce total tickets below {sold} (number of tickets already sold)"
         )));
@@ -192,10 +177,7 @@ fn update_event(ctx: &MutationCtx, args: UpdateEventArgs) -> Result<String, FnEr
 fn cancel_event(ctx: &MutationCtx, args: EventIdArgs) -> Result<Value, FnError> {
     let event = load_event(&ctx.db, &args.event_id)?;
     ensure_acting_for(&ctx.auth, &event.user_id)?;
-    if event_tickets(&ctx.db, &event.id)?
-        .iter()
-        .any(|ticket| ticket.status.is_sold())
-    {
+    if ticket_counts(&ctx.db, &event.id)?.sold() > 0.0 {
         return Err(FnError::msg(
             "Cannot cancel event with active tickets. Please refund all tickets first.",
         ));
@@ -373,16 +355,18 @@ fn purchase_ticket(ctx: &MutationCtx, args: PurchaseTicketArgs) -> Result<Value,
     if event.is_cancelled() {
         return Err(FnError::msg("Event is no longer active"));
     }
-    ctx.db.insert(
-        TICKETS,
-        NewTicket {
+    insert_tickets(
+        ctx,
+        &event.id,
+        TicketStatus::Valid,
+        [NewTicket {
             event_id: &event.id,
             user_id: &args.user_id,
             purchased_at: ctx.now_ms(),
             status: TicketStatus::Valid,
             payment_intent_id: &args.payment_info.payment_intent_id,
             amount: args.payment_info.amount,
-        },
+        }],
     )?;
     ctx.db.patch_fields(
         &entry.id,
@@ -477,25 +461,21 @@ fn get_seller_events(ctx: &QueryCtx, args: UserIdArgs) -> Result<Vec<Value>, FnE
     let events = ctx
         .db
         .query(EVENTS)
-        .filter(move |doc| doc.get_str("userId") == Some(organizer.as_str()))
+        .with_index("by_user", move |q| q.eq("userId", organizer))
         .collect()?;
     events
         .iter()
         .map(|doc| {
             let event: Event = doc.parse()?;
-            let tickets = event_tickets(&ctx.db, &event.id)?;
-            let count = |wanted: &dyn Fn(TicketStatus) -> bool| {
-                tickets.iter().filter(|t| wanted(t.status)).count() as f64
-            };
-            let sold_tickets = count(&|status| status.is_sold());
+            let counts = ticket_counts(&ctx.db, &event.id)?;
             let metrics = Metrics {
-                sold_tickets,
-                refunded_tickets: count(&|status| status == TicketStatus::Refunded),
-                cancelled_tickets: count(&|status| status == TicketStatus::Cancelled),
-                revenue: sold_tickets * event.price,
+                sold_tickets: counts.sold(),
+                refunded_tickets: counts.refunded,
+                cancelled_tickets: counts.cancelled,
+                revenue: counts.sold() * event.price,
             };
-            let metrics = tickethub_value::to_value(&metrics)
-                .map_err(|error| FnError::Internal(error.to_string()))?;
+            let metrics =
+                to_value(&metrics).map_err(|error| FnError::Internal(error.to_string()))?;
             Ok(doc_with(doc, "metrics", metrics))
         })
         .collect()

@@ -10,7 +10,7 @@
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use serde::Deserialize;
-use tickethub_auth::webhook::WebhookVerifier;
+use tickethub_runtime::WebhookVerifier;
 use tickethub_runtime::{
     ActionCtx, App, FnError, HttpRequest, HttpResponse, LogLevel, Route, Value,
 };
@@ -102,7 +102,7 @@ async fn clerk_users_webhook(
             ))
         }
     };
-    let data: Value = tickethub_value::to_value(&envelope.data)
+    let data: Value = tickethub_runtime::to_value(&envelope.data)
         .map_err(|error| FnError::Internal(error.to_string()))?;
     let result: ClerkEventResult = ctx
         .run_mutation(

@@ -6,6 +6,8 @@
 //!   and `users:applyClerkEvent`, the one transaction a verified Clerk delivery runs.
 //! - [`events`]: events, availability, joining the waiting list, purchasing, seller metrics.
 //! - [`tickets`]: ticket look-ups and status changes.
+//! - [`ticket_counts`]: tickets per status of each event, kept with every ticket write, so
+//!   counts read one row however many tickets an event has.
 //! - [`waiting_list`]: queue positions, offers (30 minutes), expiry, release, `processQueue`.
 //! - [`http`]: HTTP routes (`POST /clerk-users-webhook`).
 //! - [`crons`]: recurring jobs (`cleanup-expired-offers`, every minute).
@@ -16,7 +18,7 @@
 //! Tables (see `schema.toml`): `users`, `events`, `tickets`, `waitingList`, and app-internal
 //! bookkeeping: `webhookDeliveries` (svix-id dedupe), `userTombstones` (deleted Clerk users
 //! are never resurrected), `clerkSync` (latest applied Clerk event time per user),
-//! `rateLimits`.
+//! `rateLimits`, `ticketCounts`.
 
 pub mod auth_checks;
 pub mod clerk;
@@ -24,6 +26,7 @@ pub mod crons;
 pub mod events;
 pub mod http;
 pub mod rate_limit;
+pub mod ticket_counts;
 pub mod tickets;
 pub mod users;
 pub mod waiting_list;

@@ -12,29 +12,15 @@ const TABLE: &str = "rateLimits";
 /// One limit: at most `max` events per `window_ms`, per key.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FixedWindow {
-    /// Shown in the refusal message ("join at most 3 waiting lists").
-    pub action: &'static str,
     pub max: u32,
     pub window_ms: f64,
 }
 
-/// Waiting-list joins: 3 per 30 minutes per user.
+/// Waiting-list joins: 3 per 30 minutes per user (the original's `queueJoin` limit).
 pub const JOIN_WAITING_LIST: FixedWindow = FixedWindow {
-    action: "join at most 3 waiting lists",
     max: 3,
     window_ms: 30.0 * 60.0 * 1000.0,
 };
-
-/// The `data` of the ConvexError a refusal throws.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct RateLimited {
-    /// Always `"RateLimited"`.
-    pub kind: &'static str,
-    /// Milliseconds until the window resets.
-    pub retry_after_ms: f64,
-    pub message: String,
-}
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -44,7 +30,8 @@ struct Row<'a> {
     count: f64,
 }
 
-/// Count one event for `key`, or refuse with a ConvexError carrying [`RateLimited`].
+/// Count one event for `key`, or refuse with a ConvexError whose data is the string
+/// [`refusal_message`] (the original front end shows `error.data` in a toast).
 pub fn consume(ctx: &MutationCtx, limit: FixedWindow, key: &str) -> Result<(), FnError> {
     let now = ctx.now_ms();
     let existing = ctx
@@ -78,16 +65,10 @@ pub fn consume(ctx: &MutationCtx, limit: FixedWindow, key: &str) -> Result<(), F
         return Ok(());
     }
     if count >= f64::from(limit.max) {
-        let retry_after_ms = window_end - now;
-        let message = refusal_message(limit, retry_after_ms);
-        return Err(FnError::with_data(
-            message.clone(),
-            RateLimited {
-                kind: "RateLimited",
-                retry_after_ms,
-                message,
-            },
-        ));
+        let message = refusal_message(window_end - now);
+        // String data, as the original's `throw new ConvexError(message)`; the message the
+        // client builds carries the same text, which the front end matches with `includes`.
+        return Err(FnError::with_data(message.clone(), message));
     }
     ctx.db.patch(
         &row.id,
@@ -100,19 +81,12 @@ pub fn consume(ctx: &MutationCtx, limit: FixedWindow, key: &str) -> Result<(), F
     Ok(())
 }
 
-/// `Rate limit exceeded: you can join at most 3 waiting lists per 30 minutes. Try again in 12 minutes.`
-pub fn refusal_message(limit: FixedWindow, retry_after_ms: f64) -> String {
-    let window_minutes = (limit.window_ms / 60_000.0).round();
-    // Round up: "try again in 0 minutes" would be wrong until the window really ends.
-    let wait_minutes = (retry_after_ms / 60_000.0).ceil().max(1.0);
-    let unit = if wait_minutes == 1.0 {
-        "minute"
-    } else {
-        "minutes"
-    };
+/// The original's refusal text, word for word: `N` is `Math.ceil(retryAfter / 60000)`, and
+/// "minutes" stays plural even for 1, as there.
+pub fn refusal_message(retry_after_ms: f64) -> String {
+    let wait_minutes = (retry_after_ms / 60_000.0).ceil();
     format!(
-        "Rate limit exceeded: you can {} per {window_minutes} minutes. Try again in {wait_minutes} {unit}.",
-        limit.action
+        "You've joined the waiting list too many times. Please wait {wait_minutes} minutes before trying again."
     )
 }
 
@@ -121,14 +95,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn refusal_message_rounds_the_wait_up() {
+    fn refusal_message_is_the_originals() {
         assert_eq!(
-            refusal_message(JOIN_WAITING_LIST, 11.5 * 60_000.0),
-            "Rate limit exceeded: you can join at most 3 waiting lists per 30 minutes. Try again in 12 minutes."
+            refusal_message(11.5 * 60_000.0),
+            "You've joined the waiting list too many times. Please wait 12 minutes before trying again."
         );
         assert_eq!(
-            refusal_message(JOIN_WAITING_LIST, 5_000.0),
-            "Rate limit exceeded: you can join at most 3 waiting lists per 30 minutes. Try again in 1 minute."
+            refusal_message(5_000.0),
+            "You've joined the waiting list too many times. Please wait 1 minutes before trying again."
+        );
+        assert_eq!(
+            refusal_message(30.0 * 60_000.0),
+            "You've joined the waiting list too many times. Please wait 30 minutes before trying again."
         );
     }
 }

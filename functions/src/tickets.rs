@@ -7,6 +7,7 @@ use tickethub_runtime::{App, Doc, FnError, MutationCtx, QueryCtx, Value};
 
 use crate::auth_checks::ensure_acting_for;
 use crate::events::load_event;
+use crate::ticket_counts::set_ticket_status;
 use crate::{doc_or_null, doc_with};
 
 pub(crate) const TICKETS: &str = "tickets";
@@ -32,6 +33,26 @@ pub enum TicketStatus {
 }
 
 impl TicketStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TicketStatus::Valid => "valid",
+            TicketStatus::Used => "used",
+            TicketStatus::Refunded => "refunded",
+            TicketStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TicketStatus> {
+        [
+            TicketStatus::Valid,
+            TicketStatus::Used,
+            TicketStatus::Refunded,
+            TicketStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
+    }
+
     /// Valid and used tickets hold a seat; refunded and cancelled ones do not.
     pub fn is_sold(self) -> bool {
         match self {
@@ -139,9 +160,9 @@ fn update_ticket_status(ctx: &MutationCtx, args: UpdateTicketStatusArgs) -> Resu
         .parse()?;
     let event = load_event(&ctx.db, &ticket.event_id)?;
     ensure_acting_for(&ctx.auth, &event.user_id)?;
-    ctx.db.patch_fields(
-        &ticket.id,
-        vec![("status".to_string(), Some(Value::from(args.status)))],
-    )?;
+    // The argument validator admits the four statuses only.
+    let status = TicketStatus::parse(&args.status)
+        .ok_or_else(|| FnError::msg(format!("Unknown ticket status {}", args.status)))?;
+    set_ticket_status(ctx, &ticket, status)?;
     Ok(Value::Null)
 }

@@ -63,7 +63,7 @@ pub struct UpsertFromClerkArgs {
 /// Create or update the row keyed by `data.id`. Patches only the fields Clerk owns (`name`,
 /// `email`, `phone`), so `stripeConnectId` survives every update. Returns the row's `_id`.
 fn upsert_user_from_clerk(ctx: &MutationCtx, args: UpsertFromClerkArgs) -> Result<String, FnError> {
-    let clerk_user: ClerkUser = tickethub_value::from_value(&args.data)
+    let clerk_user: ClerkUser = tickethub_runtime::from_value(&args.data)
         .map_err(|error| FnError::msg(format!("Invalid Clerk user payload: {error}")))?;
     let profile = clerk_user
         .profile()

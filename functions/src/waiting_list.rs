@@ -77,30 +77,21 @@ pub(crate) fn current_entry(
         .first()
 }
 
-/// Entries of one event with one status, oldest first.
-fn entries_with_status(
-    db: &impl ReadDb,
-    event_id: &str,
-    status: WaitingStatus,
-) -> Result<Vec<Doc>, FnError> {
-    let event_id = event_id.to_string();
-    db.table(WAITING_LIST)
-        .with_index("by_event_status", move |q| {
-            q.eq("eventId", event_id).eq("status", status.as_str())
-        })
-        .collect()
-}
-
-/// `offered` entries whose offer has not yet expired at `now_ms`.
+/// `offered` entries whose offer has not yet expired at `now_ms`. Only those are read (the
+/// index ends in `offerExpiresAt`), not the expired offers the sweep has yet to mark.
 pub(crate) fn active_offers(
     db: &impl ReadDb,
     event_id: &str,
     now_ms: f64,
 ) -> Result<Vec<Doc>, FnError> {
-    Ok(entries_with_status(db, event_id, WaitingStatus::Offered)?
-        .into_iter()
-        .filter(|doc| doc.get_f64("offerExpiresAt").unwrap_or(0.0) > now_ms)
-        .collect())
+    let event_id = event_id.to_string();
+    db.table(WAITING_LIST)
+        .with_index("by_event_status_expiry", move |q| {
+            q.eq("eventId", event_id)
+                .eq("status", WaitingStatus::Offered.as_str())
+                .gt("offerExpiresAt", now_ms)
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -227,12 +218,20 @@ fn get_queue_position(ctx: &QueryCtx, args: QueuePositionArgs) -> Result<Value, 
     let Some(entry) = current_entry(&ctx.db, &args.user_id, &args.event_id)? else {
         return Ok(Value::Null);
     };
+    // Only the entries ahead are read: the index ends in `_creationTime`.
     let mut ahead = 0usize;
     for status in [WaitingStatus::Waiting, WaitingStatus::Offered] {
-        ahead += entries_with_status(&ctx.db, &args.event_id, status)?
-            .iter()
-            .filter(|other| other.creation_time < entry.creation_time)
-            .count();
+        let event_id = args.event_id.clone();
+        ahead += ctx
+            .db
+            .query(WAITING_LIST)
+            .with_index("by_event_status", move |q| {
+                q.eq("eventId", event_id)
+                    .eq("status", status.as_str())
+                    .lt("_creationTime", entry.creation_time)
+            })
+            .collect()?
+            .len();
     }
     Ok(doc_with(
         &entry,
@@ -266,23 +265,22 @@ fn mark_expired(ctx: &MutationCtx, entry_id: &str) -> Result<(), FnError> {
     )
 }
 
-#[derive(Serialize, Deserialize, Debug)]
-#[serde(rename_all = "camelCase")]
-pub struct CleanupResult {
-    pub expired_offers: f64,
-}
+/// Offers one cleanup run expires at most; a full batch schedules the next run at once, so a
+/// backlog drains over several bounded transactions instead of one unbounded one.
+pub const CLEANUP_BATCH: usize = 1_000;
 
-/// Expire every offer past its time, then run each affected event's queue.
-fn cleanup_expired_offers(ctx: &MutationCtx, _args: NoArgs) -> Result<CleanupResult, FnError> {
+/// Expire every offer past its time, then run each affected event's queue. Returns null, as
+/// the original does.
+fn cleanup_expired_offers(ctx: &MutationCtx, _args: NoArgs) -> Result<Value, FnError> {
     let now = ctx.now_ms();
     let expired = ctx
         .db
         .query(WAITING_LIST)
-        .filter(move |doc| {
-            doc.get_str("status") == Some(WaitingStatus::Offered.as_str())
-                && doc.get_f64("offerExpiresAt").unwrap_or(0.0) <= now
+        .with_index("by_status_expiry", move |q| {
+            q.eq("status", WaitingStatus::Offered.as_str())
+                .lte("offerExpiresAt", now)
         })
-        .collect()?;
+        .take(CLEANUP_BATCH)?;
     let mut events = BTreeSet::new();
     for entry in &expired {
         mark_expired(ctx, &entry.id)?;
@@ -306,9 +304,14 @@ fn cleanup_expired_offers(ctx: &MutationCtx, _args: NoArgs) -> Result<CleanupRes
             ),
         );
     }
-    Ok(CleanupResult {
-        expired_offers: expired.len() as f64,
-    })
+    if expired.len() == CLEANUP_BATCH {
+        ctx.scheduler.run_after(
+            0.0,
+            "waitingList:cleanupExpiredOffers",
+            Value::Object(Default::default()),
+        )?;
+    }
+    Ok(Value::Null)
 }
 
 #[derive(Deserialize, Args)]

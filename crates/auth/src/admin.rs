@@ -11,6 +11,7 @@ use std::{
 };
 
 use rand::RngCore;
+use subtle::ConstantTimeEq;
 
 /// File name of the admin key inside the data directory.
 pub const ADMIN_KEY_FILE_NAME: &str = "admin_key";
@@ -110,17 +111,19 @@ impl AdminKey {
         &self.0
     }
 
-    /// Constant-time comparison with a presented key. The running time depends only on the
-    /// length of our key, never on where the first difference is.
+    /// Constant-time comparison with a presented key (`subtle`). The running time depends only
+    /// on the length of our key, never on the presented key's length or on where the first
+    /// difference is.
     pub fn matches(&self, presented: &str) -> bool {
         let ours = self.0.as_bytes();
         let theirs = presented.as_bytes();
-        let mut difference = u64::from(ours.len() != theirs.len());
-        for (index, byte) in ours.iter().enumerate() {
-            let other = theirs.get(index).copied().unwrap_or(0);
-            difference |= u64::from(byte ^ other);
-        }
-        std::hint::black_box(difference) == 0
+        // `subtle` returns at once on a length mismatch; compare a copy padded or cut to our
+        // length instead, so that the length of our key does not show either.
+        let mut padded = vec![0u8; ours.len()];
+        let common = ours.len().min(theirs.len());
+        padded[..common].copy_from_slice(&theirs[..common]);
+        let same_length = (ours.len() as u64).ct_eq(&(theirs.len() as u64));
+        bool::from(same_length & ours.ct_eq(padded.as_slice()))
     }
 
     /// Reads `<data_dir>/admin_key`, or creates it (mode 0600) with a generated key.

@@ -37,12 +37,16 @@ pub use registry::{
 pub use request_id::RequestId;
 
 pub use scheduler::JobState;
+/// Svix webhook verification, for apps' webhook routes (so an app needs no crate but this one).
+pub use tickethub_auth::{VerifiedDelivery, WebhookError, WebhookVerifier};
 /// `#[derive(Args)]`: the argument struct's fields become its validator (same name as the trait,
 /// in the macro namespace).
 pub use tickethub_macros::Args;
-pub use tickethub_store::{Order, Timestamp};
+/// The store a [`Runtime`] runs on (apps' tests open one in a temporary directory).
+pub use tickethub_store::{Order, Schema, Store, StoreOptions, Timestamp};
 pub use tickethub_value::validator::v;
-pub use tickethub_value::{Object, Validator, Value};
+/// Convex values, and serde to and from them.
+pub use tickethub_value::{from_value, to_value, BridgeError, Object, Validator, Value};
 
 /// HTTP action request and response: plain data from the `http` crate. The runtime uses `http`
 /// for these types only; status codes and error bodies are the router's.

@@ -2,9 +2,9 @@
 
 use serde_json::json;
 use tickethub_runtime::{
-    CallRequest, CallResult, Caller, FunctionKind, Identity, ReadAt, Runtime, RuntimeConfig, Value,
+    CallRequest, CallResult, Caller, FunctionKind, Identity, ReadAt, Runtime, RuntimeConfig,
+    Schema, Store, StoreOptions, Value,
 };
-use tickethub_store::{Schema, Store, StoreOptions};
 
 fn runtime(dir: &std::path::Path) -> Runtime {
     let mut schema = Schema::from_toml(notes_example::SCHEMA).unwrap();

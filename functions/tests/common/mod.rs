@@ -7,10 +7,9 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use tickethub_runtime::{
-    CallRequest, Caller, Clock, FnError, Identity, ReadAt, Runtime, RuntimeConfig, UserIdentity,
-    Value,
+    App, CallRequest, Caller, Clock, FnError, Identity, ReadAt, Runtime, RuntimeConfig, Schema,
+    Store, StoreOptions, UserIdentity, Value,
 };
-use tickethub_store::{Schema, Store, StoreOptions};
 
 pub const WEBHOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
@@ -32,6 +31,11 @@ impl Hub {
     }
 
     pub fn with_env<const N: usize>(auth: AuthMode, env: [(&str, &str); N]) -> Hub {
+        Hub::with_app(ticket_hub_functions::app(), auth, env)
+    }
+
+    /// Ticket Hub plus whatever a test registered on `app` (e.g. a bulk seeding mutation).
+    pub fn with_app<const N: usize>(app: App, auth: AuthMode, env: [(&str, &str); N]) -> Hub {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut schema =
             Schema::from_toml(ticket_hub_functions::SCHEMA).expect("schema.toml parses");
@@ -57,7 +61,7 @@ impl Hub {
             ..RuntimeConfig::default()
         };
         Hub {
-            rt: Runtime::new(ticket_hub_functions::app(), store, config),
+            rt: Runtime::new(app, store, config),
             _dir: dir,
         }
     }
@@ -114,7 +118,7 @@ impl Hub {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs() as i64;
-        let signature = tickethub_auth::webhook::WebhookVerifier::new(secret)
+        let signature = tickethub_runtime::WebhookVerifier::new(secret)
             .unwrap()
             .sign(svix_id, now_secs, &body)
             .unwrap();
