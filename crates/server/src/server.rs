@@ -20,8 +20,10 @@ use crate::auth_bridge::ClerkAuthenticator;
 /// How long in-flight requests, then in-flight scheduled jobs, get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Environment variable the Ticket Hub webhook endpoint needs.
+/// Environment variable the Ticket Hub Clerk webhook endpoint needs.
 const WEBHOOK_SECRET_ENV: &str = "CLERK_WEBHOOK_SECRET";
+/// Environment variable the Ticket Hub Stripe webhook endpoint needs.
+const STRIPE_WEBHOOK_SECRET_ENV: &str = "STRIPE_WEBHOOK_SECRET";
 
 #[derive(Clone, Debug)]
 pub enum SchemaSource {
@@ -126,6 +128,15 @@ impl Server {
         if !options.env.contains_key(WEBHOOK_SECRET_ENV) {
             tracing::warn!(
                 "{WEBHOOK_SECRET_ENV} is not set: Clerk webhook deliveries cannot be verified and the webhook endpoint answers 500."
+            );
+        }
+        let stripe_configured = options
+            .env
+            .get(STRIPE_WEBHOOK_SECRET_ENV)
+            .is_some_and(|secret| !secret.trim().is_empty());
+        if !stripe_configured {
+            tracing::warn!(
+                "{STRIPE_WEBHOOK_SECRET_ENV} is not set: Stripe webhook deliveries cannot be verified and POST /stripe-webhook answers 500."
             );
         }
         let verifier = TokenVerifier::new(auth_config)
