@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tickethub_auth::{AdminKey, AdminKeyOrigin, AuthConfig, TokenVerifier};
+use tickethub_auth::{AdminKey, AdminKeyOrigin, AuthConfig, StripeVerifier, TokenVerifier};
 use tickethub_router::{AppState, GracePeriod, RouterConfig, Surface};
 use tickethub_runtime::{App, Clock, Runtime, RuntimeConfig};
 use tickethub_store::{Schema, Store, StoreOptions};
@@ -130,14 +130,21 @@ impl Server {
                 "{WEBHOOK_SECRET_ENV} is not set: Clerk webhook deliveries cannot be verified and the webhook endpoint answers 500."
             );
         }
-        let stripe_configured = options
+        match options
             .env
             .get(STRIPE_WEBHOOK_SECRET_ENV)
-            .is_some_and(|secret| !secret.trim().is_empty());
-        if !stripe_configured {
-            tracing::warn!(
+            .filter(|secret| !secret.trim().is_empty())
+        {
+            None => tracing::warn!(
                 "{STRIPE_WEBHOOK_SECRET_ENV} is not set: Stripe webhook deliveries cannot be verified and POST /stripe-webhook answers 500."
-            );
+            ),
+            Some(secret) => {
+                if let Err(error) = StripeVerifier::new(secret) {
+                    tracing::warn!(
+                        "{STRIPE_WEBHOOK_SECRET_ENV} is not usable ({error}); POST /stripe-webhook answers 500."
+                    );
+                }
+            }
         }
         let verifier = TokenVerifier::new(auth_config)
             .map_err(|e| anyhow::anyhow!("auth configuration: {e}"))?;
