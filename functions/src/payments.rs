@@ -563,6 +563,13 @@ fn apply_charge_refunded(
     Ok(StripeEventResult { outcome })
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UpdateTicketStatusArgsRef<'a> {
+    ticket_id: &'a str,
+    status: TicketStatus,
+}
+
 fn refund_outcome(
     ctx: &MutationCtx,
     args: &ChargeRefundedArgs,
@@ -577,16 +584,15 @@ fn refund_outcome(
     }
     let tickets = tickets_paid_with(&ctx.db, payment_intent_id)?;
     if !tickets.is_empty() {
+        // Through the app's own status change (as the admin), so whatever it keeps in step
+        // with a ticket's status stays in step.
         for ticket in &tickets {
-            ctx.db.patch_fields(
-                &ticket.id,
-                vec![(
-                    "status".to_string(),
-                    Some(
-                        tickethub_value::to_value(&TicketStatus::Refunded)
-                            .map_err(|error| FnError::Internal(error.to_string()))?,
-                    ),
-                )],
+            ctx.run_mutation_inline(
+                "tickets:updateTicketStatus",
+                UpdateTicketStatusArgsRef {
+                    ticket_id: &ticket.id,
+                    status: TicketStatus::Refunded,
+                },
             )?;
         }
         return Ok(StripeEventOutcome::Applied);
