@@ -1,4 +1,5 @@
-//! HTTP routes: `POST /clerk-users-webhook`, Clerk's user sync.
+//! HTTP routes: `POST /clerk-users-webhook`, Clerk's user sync (here), and `POST /stripe-webhook`,
+//! Stripe's payment events (in [`crate::payments`]).
 //!
 //! Status codes (Clerk/Svix retry anything that is not 2xx):
 //! - 500 when `CLERK_WEBHOOK_SECRET` is unset or malformed (logged as an ERROR: an operator
@@ -24,6 +25,10 @@ pub fn register(app: &mut App) {
     app.http_route(
         Route::exact(Method::POST, CLERK_WEBHOOK_PATH),
         clerk_users_webhook,
+    );
+    app.http_route(
+        Route::exact(Method::POST, crate::payments::STRIPE_WEBHOOK_PATH),
+        crate::payments::stripe_webhook,
     );
 }
 

@@ -9,23 +9,29 @@
 //! - [`ticket_counts`]: tickets per status of each event, kept with every ticket write, so
 //!   counts read one row however many tickets an event has.
 //! - [`waiting_list`]: queue positions, offers (30 minutes), expiry, release, `processQueue`.
-//! - [`http`]: HTTP routes (`POST /clerk-users-webhook`).
+//! - [`http`]: HTTP routes (`POST /clerk-users-webhook`, `POST /stripe-webhook`).
+//! - [`payments`]: the Stripe webhook: a completed checkout issues the ticket, a refund marks it
+//!   `refunded`, each event exactly once (`stripeEvents`); refused purchases are kept in
+//!   `purchaseRefusals` for the organizer to refund (`payments:getPurchaseRefusals`).
 //! - [`crons`]: recurring jobs (`cleanup-expired-offers`, every minute).
 //! - [`auth_checks`]: "may this caller act for that user?" (no check when auth is off).
 //! - [`rate_limit`]: a fixed-window limiter stored in the `rateLimits` table.
 //! - [`clerk`]: mapping Clerk's user JSON to our row (primary email by id, name fallbacks).
+//! - [`stripe`]: mapping Stripe's event JSON to a purchase or a refund.
 //!
 //! Tables (see `schema.toml`): `users`, `events`, `tickets`, `waitingList`, and app-internal
 //! bookkeeping: `webhookDeliveries` (svix-id dedupe), `userTombstones` (deleted Clerk users
 //! are never resurrected), `clerkSync` (latest applied Clerk event time per user),
-//! `rateLimits`, `ticketCounts`.
+//! `rateLimits`, `ticketCounts`, `stripeEvents` (Stripe event-id dedupe), `purchaseRefusals`.
 
 pub mod auth_checks;
 pub mod clerk;
 pub mod crons;
 pub mod events;
 pub mod http;
+pub mod payments;
 pub mod rate_limit;
+pub mod stripe;
 pub mod ticket_counts;
 pub mod tickets;
 pub mod users;
@@ -43,6 +49,7 @@ pub fn app() -> App {
     events::register(&mut app);
     tickets::register(&mut app);
     waiting_list::register(&mut app);
+    payments::register(&mut app);
     http::register(&mut app);
     crons::register(&mut app);
     app

@@ -3,6 +3,8 @@
 //! Module map:
 //! - [`webhook`]: Svix / Standard Webhooks signature verification for Clerk's webhook
 //!   deliveries (`svix-*` or `webhook-*` headers, HMAC-SHA256, 5 minute timestamp window).
+//! - [`stripe`]: Stripe webhook signature verification (`Stripe-Signature: t=...,v1=...`,
+//!   HMAC-SHA256 of `"{t}.{body}"`, any of several `v1`, 300 s window either way).
 //! - [`jwt`]: Convex-style auth providers (`auth.config.ts`: OIDC and custom JWT), the
 //!   JWKS cache with rotation-aware refetching, token verification, and the Convex
 //!   `UserIdentity` JSON shape.
@@ -21,6 +23,7 @@
 pub mod admin;
 pub mod credential;
 pub mod jwt;
+pub mod stripe;
 pub mod webhook;
 
 pub use admin::{AdminKey, AdminKeyError, AdminKeyOrigin, LoadedAdminKey};
@@ -29,4 +32,5 @@ pub use jwt::{
     Algorithm, AuthConfig, AuthError, ConfigError, JwksSource, ProviderConfig, ProviderKind,
     TokenVerifier, VerifiedToken, VerifierOptions,
 };
+pub use stripe::{StripeSignatureError, StripeVerifier, VerifiedStripeSignature};
 pub use webhook::{VerifiedDelivery, WebhookError, WebhookVerifier};

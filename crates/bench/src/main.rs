@@ -3,7 +3,7 @@
 //! Module map:
 //! - [`loadgen`]: the one load generator (tokio + hyper keep-alive connections, HDR histogram).
 //! - [`workloads`]: the user workloads in each peer's dialect (Convex RPC, PocketBase REST,
-//!   hello), signed Clerk webhooks.
+//!   hello), signed Clerk and Stripe webhooks.
 //! - [`procs`]: server processes: start, readiness, `/proc` memory, `kill -9`.
 //! - [`servers`]: launching tickethub and the hello server; [`hello`]: the hello server itself.
 //! - [`pocketbase`]: installing and configuring the PocketBase peer.
@@ -104,7 +104,7 @@ enum Internal {
     /// (internal) drive one workload against a running tickethub, for profiling it.
     #[command(hide = true)]
     Drive {
-        /// The API port's address (the site port's for `webhook`).
+        /// The API port's address (the site port's for `webhook` and `stripe-webhook`).
         #[arg(long)]
         addr: std::net::SocketAddr,
         #[arg(long, value_enum)]
@@ -126,6 +126,7 @@ enum DriveWorkload {
     Mixed,
     Contended,
     Webhook,
+    StripeWebhook,
 }
 
 /// What this invocation does.
@@ -212,6 +213,7 @@ async fn drive(
         DriveWorkload::Mixed => Mix::Mixed { read_percent: 90 },
         DriveWorkload::Contended => Mix::Update { hot_percent: 80 },
         DriveWorkload::Webhook => Mix::Webhook,
+        DriveWorkload::StripeWebhook => Mix::StripeWebhook,
     };
     let tag = format!("drive-{}", std::process::id());
     let spec = loadgen::LoadSpec {

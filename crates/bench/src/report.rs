@@ -23,6 +23,7 @@ pub const MIXED: &str = "mixed 90% reads / 10% creates";
 pub const CONTENDED: &str = "contended updates (80% to one doc)";
 pub const UNCONTENDED: &str = "uncontended updates (spread)";
 pub const WEBHOOK: &str = "signed Clerk webhook (user.created)";
+pub const STRIPE_WEBHOOK: &str = "signed Stripe webhook (charge.refunded)";
 pub const FANOUT: &str = "subscription fan-out (deliveries)";
 
 #[derive(Clone, Debug, Serialize)]

@@ -8,7 +8,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use crate::procs::{free_port, loopback, target_dir, workspace_root, Launch, ServerProc};
-use crate::workloads::WEBHOOK_SECRET;
+use crate::workloads::{STRIPE_WEBHOOK_SECRET, WEBHOOK_SECRET};
 
 /// The admin key the benchmark gives tickethub.
 pub const ADMIN_KEY: &str = "bench-admin-key-0123456789abcdef";
@@ -65,6 +65,7 @@ pub fn start_tickethub(bin: &Path, data: &Path, log: PathBuf) -> Result<Tickethu
         ],
         env: vec![
             ("CLERK_WEBHOOK_SECRET".into(), WEBHOOK_SECRET.into()),
+            ("STRIPE_WEBHOOK_SECRET".into(), STRIPE_WEBHOOK_SECRET.into()),
             // One log line per call would measure the terminal, not the server.
             ("RUST_LOG".into(), "warn".into()),
         ],

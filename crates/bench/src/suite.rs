@@ -287,7 +287,7 @@ pub async fn run_suite(profile: &Profile, paths: &Paths, command: &str) -> Resul
         )
         .await?;
         let webhook = Arc::new(UsersWorkload::new(
-            api,
+            api.clone(),
             Mix::Webhook,
             "hook",
             Arc::new(SeedIds::default()),
@@ -295,6 +295,16 @@ pub async fn run_suite(profile: &Profile, paths: &Paths, command: &str) -> Resul
         let spec = profile.spec(th.site, profile.connections);
         let (result, peak) = measured(&th.server, &spec, webhook).await;
         let m = Measurement::new(WEBHOOK, TICKETHUB, spec.connections, &result, peak);
+        print_row(&m);
+        report.measurements.push(m);
+        let stripe = Arc::new(UsersWorkload::new(
+            api.clone(),
+            Mix::StripeWebhook,
+            "stripe",
+            Arc::new(SeedIds::default()),
+        ));
+        let (result, peak) = measured(&th.server, &spec, stripe).await;
+        let m = Measurement::new(STRIPE_WEBHOOK, TICKETHUB, spec.connections, &result, peak);
         print_row(&m);
         report.measurements.push(m);
         th.server.reset_peak();

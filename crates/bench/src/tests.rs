@@ -9,7 +9,9 @@ use rand::rngs::SmallRng;
 use crate::loadgen::{self, LoadSpec, Op, OpKind, OpMeta, Rejected, Workload};
 use crate::procs::{free_port, loopback};
 use crate::report::{Measurement, Report, POCKETBASE, READ, TICKETHUB};
-use crate::workloads::{clerk_user_created, Api, Mix, SeedIds, UsersWorkload, WEBHOOK_SECRET};
+use crate::workloads::{
+    clerk_user_created, Api, Mix, SeedIds, UsersWorkload, STRIPE_WEBHOOK_SECRET, WEBHOOK_SECRET,
+};
 
 /// A counted workload against the hello server; `reject_odd` makes its check refuse odd ones.
 struct Counted {
@@ -145,6 +147,33 @@ fn webhook_deliveries_verify_with_the_servers_secret() {
         event["data"]["email_addresses"][1]["id"],
         event["data"]["primary_email_address_id"]
     );
+}
+
+#[test]
+fn stripe_deliveries_verify_with_the_servers_secret() {
+    let workload = UsersWorkload::new(
+        Api::Convex { admin_key: None },
+        Mix::StripeWebhook,
+        "t",
+        Arc::new(SeedIds::default()),
+    );
+    let mut rng = rand::SeedableRng::seed_from_u64(1);
+    let op = workload.next(0, &mut rng).unwrap();
+    assert_eq!(op.meta.ack.as_deref(), Some("evt_bench_t_0"));
+    let (parts, body) = op.request.into_parts();
+    assert_eq!(parts.uri.path(), "/stripe-webhook");
+    let body = collect_full(body);
+    let header = parts.headers.get("stripe-signature").map(|v| v.as_bytes());
+    // The server's verifier accepts the benchmark's signature, and only for this body.
+    let verifier = tickethub_auth::StripeVerifier::new(STRIPE_WEBHOOK_SECRET).unwrap();
+    verifier.verify(header, &body).unwrap();
+    let mut tampered = body.to_vec();
+    tampered[10] ^= 1;
+    assert!(verifier.verify(header, &tampered).is_err());
+    let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(event["id"], "evt_bench_t_0");
+    assert_eq!(event["type"], "charge.refunded");
+    assert_eq!(event["data"]["object"]["payment_intent"], "pi_bench_t_0");
 }
 
 /// Collect a `Full` body synchronously (it is ready immediately).

@@ -20,6 +20,9 @@ use crate::loadgen::{Op, OpKind, OpMeta, Rejected, Workload};
 /// The Svix signing secret the benchmark gives tickethub (`CLERK_WEBHOOK_SECRET`).
 pub const WEBHOOK_SECRET: &str = "whsec_GKD6mNaUjR4+6IY8kdGCDlfPOycgkoel";
 
+/// The Stripe endpoint secret the benchmark gives tickethub (`STRIPE_WEBHOOK_SECRET`).
+pub const STRIPE_WEBHOOK_SECRET: &str = "whsec_bench0f7e3a9c51d24b86a0e1c7d93f5b2a64";
+
 /// Which server dialect requests are written in.
 #[derive(Clone, Debug)]
 pub enum Api {
@@ -44,6 +47,10 @@ pub enum Mix {
     Update { hot_percent: u32 },
     /// Signed Clerk `user.created` deliveries to `/clerk-users-webhook`.
     Webhook,
+    /// Signed Stripe `charge.refunded` deliveries to `/stripe-webhook`, each a new event for a
+    /// payment no ticket has: verified, parsed, and one durable transaction (the event-id
+    /// dedupe lookup and record, the payment-intent lookups).
+    StripeWebhook,
 }
 
 /// Seeded users (`seed-0 .. seed-<count-1>`) and, for PocketBase, their record ids (needed to
@@ -217,6 +224,71 @@ impl UsersWorkload {
             request,
         }
     }
+
+    fn stripe_delivery(&self, seq: u64) -> Op {
+        let tag = self.tag.replace('-', "_");
+        let event_id = format!("evt_bench_{tag}_{seq}");
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs() as i64;
+        let body = stripe_charge_refunded(&event_id, &format!("pi_bench_{tag}_{seq}"), timestamp);
+        let signature = stripe_signature(STRIPE_WEBHOOK_SECRET, timestamp, body.as_bytes());
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/stripe-webhook")
+            .header("host", "127.0.0.1")
+            .header("content-type", "application/json")
+            .header("stripe-signature", signature)
+            .body(Full::new(Bytes::from(body)))
+            .expect("valid request");
+        Op {
+            meta: OpMeta {
+                kind: OpKind::Webhook,
+                seq,
+                ack: Some(event_id),
+            },
+            request,
+        }
+    }
+}
+
+/// `t=<t>,v1=<hex HMAC-SHA256(secret bytes, "<t>.<body>")>`: Stripe's scheme, so the benchmark
+/// can sign at load (the end-to-end tests sign with Stripe's own npm package).
+pub fn stripe_signature(secret: &str, timestamp_secs: i64, body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(format!("{timestamp_secs}.").as_bytes());
+    mac.update(body);
+    format!(
+        "t={timestamp_secs},v1={}",
+        hex::encode(mac.finalize().into_bytes())
+    )
+}
+
+/// A Stripe `charge.refunded` event (the fields Ticket Hub reads, and a few it does not).
+pub fn stripe_charge_refunded(event_id: &str, payment_intent_id: &str, created: i64) -> String {
+    serde_json::json!({
+        "id": event_id,
+        "object": "event",
+        "api_version": "2025-02-24.acacia",
+        "created": created,
+        "livemode": false,
+        "pending_webhooks": 1,
+        "type": "charge.refunded",
+        "data": {"object": {
+            "id": format!("ch_{event_id}"),
+            "object": "charge",
+            "amount": 4999,
+            "amount_refunded": 4999,
+            "currency": "usd",
+            "payment_intent": payment_intent_id,
+            "refunded": true,
+            "status": "succeeded"
+        }}
+    })
+    .to_string()
 }
 
 impl Workload for UsersWorkload {
@@ -245,6 +317,7 @@ impl Workload for UsersWorkload {
                 self.update(n, seq)
             }
             Mix::Webhook => self.webhook_delivery(seq),
+            Mix::StripeWebhook => self.stripe_delivery(seq),
         })
     }
 

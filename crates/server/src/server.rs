@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tickethub_auth::{AdminKey, AdminKeyOrigin, AuthConfig, TokenVerifier};
+use tickethub_auth::{AdminKey, AdminKeyOrigin, AuthConfig, StripeVerifier, TokenVerifier};
 use tickethub_router::{AppState, GracePeriod, RouterConfig, Surface};
 use tickethub_runtime::{App, Clock, Runtime, RuntimeConfig};
 use tickethub_store::{Schema, Store, StoreOptions};
@@ -20,8 +20,10 @@ use crate::auth_bridge::ClerkAuthenticator;
 /// How long in-flight requests, then in-flight scheduled jobs, get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Environment variable the Ticket Hub webhook endpoint needs.
+/// Environment variable the Ticket Hub Clerk webhook endpoint needs.
 const WEBHOOK_SECRET_ENV: &str = "CLERK_WEBHOOK_SECRET";
+/// Environment variable the Ticket Hub Stripe webhook endpoint needs.
+const STRIPE_WEBHOOK_SECRET_ENV: &str = "STRIPE_WEBHOOK_SECRET";
 
 #[derive(Clone, Debug)]
 pub enum SchemaSource {
@@ -127,6 +129,22 @@ impl Server {
             tracing::warn!(
                 "{WEBHOOK_SECRET_ENV} is not set: Clerk webhook deliveries cannot be verified and the webhook endpoint answers 500."
             );
+        }
+        match options
+            .env
+            .get(STRIPE_WEBHOOK_SECRET_ENV)
+            .filter(|secret| !secret.trim().is_empty())
+        {
+            None => tracing::warn!(
+                "{STRIPE_WEBHOOK_SECRET_ENV} is not set: Stripe webhook deliveries cannot be verified and POST /stripe-webhook answers 500."
+            ),
+            Some(secret) => {
+                if let Err(error) = StripeVerifier::new(secret) {
+                    tracing::warn!(
+                        "{STRIPE_WEBHOOK_SECRET_ENV} is not usable ({error}); POST /stripe-webhook answers 500."
+                    );
+                }
+            }
         }
         let verifier = TokenVerifier::new(auth_config)
             .map_err(|e| anyhow::anyhow!("auth configuration: {e}"))?;
