@@ -44,6 +44,7 @@ async fn each_query_at_a_pinned_timestamp_has_its_own_read_budget() {
                     identity: Identity::Anonymous,
                 },
                 read_at: ReadAt::Pinned(ts),
+                request_id: tickethub_runtime::RequestId::generate(),
             })
             .await;
         match result.outcome {
