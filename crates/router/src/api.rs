@@ -317,7 +317,7 @@ async fn query_batch(
         .runtime
         .pin_snapshot()
         .await
-        .map_err(|e| ApiError::internal_for(&request_id, format_args!("pin_snapshot: {e}")))?;
+        .map_err(|e| ApiError::internal_for(request_id, format_args!("pin_snapshot: {e}")))?;
     // Validate every entry before running any, so a malformed batch runs nothing.
     let prepared = batch
         .queries
