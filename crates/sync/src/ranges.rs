@@ -277,7 +277,8 @@ mod tests {
             let mut plain: Vec<(KeyRange, u32)> = Vec::new();
             for (insert, a, b, unbounded, holder) in ops {
                 let (lo, hi) = (a.min(b), a.max(b));
-                let r = range(&[lo], if unbounded { None } else { Some(&[hi][..]) });
+                let hi = [hi];
+                let r = range(&[lo], if unbounded { None } else { Some(&hi[..]) });
                 if insert {
                     map.insert(r.clone(), holder);
                     if !plain.contains(&(r.clone(), holder)) {
