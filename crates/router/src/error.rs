@@ -48,6 +48,10 @@ pub enum ErrorCode {
     ShuttingDown,
     /// The server already has its maximum of open connections (`MAX_CONNECTIONS`).
     TooManyConnections,
+    /// Too many mutations are queued at the store; nothing was written, retry shortly.
+    ServerOverloaded,
+    /// The disk holding the database is full; writes fail until space is freed.
+    StorageFull,
     /// Anything unexpected. The message sent is generic; details go to the log.
     InternalServerError,
 }
@@ -72,7 +76,20 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "MethodNotAllowed",
             ErrorCode::ShuttingDown => "ShuttingDown",
             ErrorCode::TooManyConnections => "TooManyConnections",
+            ErrorCode::ServerOverloaded => "ServerOverloaded",
+            ErrorCode::StorageFull => "StorageFull",
             ErrorCode::InternalServerError => "InternalServerError",
+        }
+    }
+
+    /// The system error for a function that failed for a reason of the server's, not of the
+    /// function's (its code comes from the runtime or the store); `None` for an internal error.
+    pub fn for_failed_function(code: &str) -> Option<ErrorCode> {
+        match code {
+            "ShuttingDown" => Some(ErrorCode::ShuttingDown),
+            "ServerOverloaded" => Some(ErrorCode::ServerOverloaded),
+            "StorageFull" => Some(ErrorCode::StorageFull),
+            _ => None,
         }
     }
 
@@ -94,9 +111,10 @@ impl ErrorCode {
             ErrorCode::BadAdminKey => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::ShuttingDown | ErrorCode::TooManyConnections => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ErrorCode::ShuttingDown
+            | ErrorCode::TooManyConnections
+            | ErrorCode::ServerOverloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             ErrorCode::InternalServerError => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -206,10 +206,18 @@ impl FunctionResponse {
                     log_lines,
                 })
             }
-            Err(error) => Err(ApiError::internal_for(
-                request_id,
-                format_args!("function failed [{}]: {error}", error.code()),
-            )),
+            // Overload, a full disk, shutdown: the client gets the code and a plain message (their
+            // texts carry no SQL or paths); the details are logged.
+            Err(error) => match ErrorCode::for_failed_function(error.code()) {
+                Some(code) => {
+                    tracing::warn!(code = error.code(), error = ?error, "function refused");
+                    Err(ApiError::new(code, error.to_string()))
+                }
+                None => Err(ApiError::internal_for(
+                    request_id,
+                    format_args!("function failed [{}]: {error}", error.code()),
+                )),
+            },
         }
     }
 }

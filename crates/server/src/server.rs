@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use tickethub_auth::{AdminKey, AdminKeyOrigin, AuthConfig, StripeVerifier, TokenVerifier};
 use tickethub_router::{AppState, GracePeriod, RouterConfig, Surface};
 use tickethub_runtime::{App, Clock, Runtime, RuntimeConfig};
-use tickethub_store::{Schema, Store, StoreOptions};
+use tickethub_store::{DataDirLock, Schema, Store, StoreOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -79,6 +79,9 @@ pub struct Server {
     runtime: Runtime,
     stop: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
+    /// Held until the server is dropped (after [`Server::shutdown`] closed the store): no other
+    /// server may use the data dir meanwhile.
+    _data_dir_lock: DataDirLock,
 }
 
 impl Server {
@@ -100,6 +103,10 @@ impl Server {
                 options.data_dir.display()
             )
         })?;
+        // Before anything in the data dir is read or written: a second server on the same dir
+        // would keep its own timestamps, commit log and live queries beside ours. The error names
+        // the dir and the holder's pid on its own, so it gets no extra context.
+        let data_dir_lock = DataDirLock::acquire(&options.data_dir)?;
         let (admin_key, admin_key_file) = match &options.admin_key {
             AdminKeySource::Given(key) => (
                 AdminKey::from_string(key).map_err(|e| anyhow::anyhow!("{e}"))?,
@@ -219,6 +226,7 @@ impl Server {
             runtime,
             stop,
             listeners,
+            _data_dir_lock: data_dir_lock,
         })
     }
 

@@ -1,5 +1,5 @@
 //! The `tickethub` binary: start-up summary, admin key, port in use, a schema the data violates,
-//! and a clean exit on SIGTERM.
+//! one server per data dir, and a clean exit on SIGTERM.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -227,4 +227,54 @@ async fn a_schema_the_data_violates_refuses_to_start() {
         !stderr.contains("panicked") && !stderr.contains("stack backtrace"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_second_server_on_the_same_data_dir_exits_naming_the_dir_and_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = tickethub(dir.path(), &["--port", "0", "--site-port", "0"])
+        .spawn()
+        .unwrap();
+    let (_, api) = wait_for_listening(&mut first);
+
+    let second = tickethub(dir.path(), &["--port", "0", "--site-port", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success(),
+        "the second server must not start: {stderr}"
+    );
+    let error_lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("tickethub: "))
+        .collect();
+    assert_eq!(error_lines.len(), 1, "one error line: {stderr}");
+    let line = error_lines[0];
+    assert!(line.contains(&dir.path().display().to_string()), "{line}");
+    assert!(line.contains(&format!("pid {}", first.id())), "{line}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        !String::from_utf8_lossy(&second.stdout).contains("tickethub listening"),
+        "the second server never listens"
+    );
+
+    // The first one is unaffected, and once it is gone the dir can be served again.
+    assert!(get(api, "/instance_name").starts_with("HTTP/1.1 200"));
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(first.id().to_string())
+        .status()
+        .unwrap();
+    assert!(first.wait().unwrap().success());
+    let mut third = tickethub(dir.path(), &["--port", "0", "--site-port", "0"])
+        .spawn()
+        .unwrap();
+    wait_for_listening(&mut third);
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(third.id().to_string())
+        .status()
+        .unwrap();
+    assert!(third.wait().unwrap().success());
 }

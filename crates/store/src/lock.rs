@@ -35,7 +35,7 @@ pub enum DataDirLockError {
         /// The holder's pid as it wrote it, when it could be read.
         pid: Option<u32>,
     },
-    #[error("could not lock the data directory {}: {source}", dir.display())]
+    #[error("could not lock the data directory {}", dir.display())]
     Io {
         dir: PathBuf,
         source: std::io::Error,
