@@ -37,10 +37,10 @@ pub use registry::{
 pub use request_id::RequestId;
 
 pub use scheduler::JobState;
-/// Svix webhook verification, for apps' webhook routes (so an app needs no crate but this one).
-pub use tickethub_auth::{VerifiedDelivery, WebhookError, WebhookVerifier};
 /// Stripe webhook signatures (`Stripe-Signature`), for apps' payment webhook routes.
 pub use tickethub_auth::stripe;
+/// Svix webhook verification, for apps' webhook routes (so an app needs no crate but this one).
+pub use tickethub_auth::{VerifiedDelivery, WebhookError, WebhookVerifier};
 /// `#[derive(Args)]`: the argument struct's fields become its validator (same name as the trait,
 /// in the macro namespace).
 pub use tickethub_macros::Args;

@@ -338,7 +338,10 @@ mod app_schema {
             [
                 "clerkSync",
                 "events",
+                "purchaseRefusals",
                 "rateLimits",
+                "stripeEvents",
+                "ticketCounts",
                 "tickets",
                 "userTombstones",
                 "users",
