@@ -11,6 +11,7 @@
 //! - [`crons`]: recurring jobs (`cleanup-expired-offers`, every minute).
 //! - [`auth_checks`]: "may this caller act for that user?" (no check when auth is off).
 //! - [`rate_limit`]: a fixed-window limiter stored in the `rateLimits` table.
+//! - [`storage`]: event images: upload URLs, file URLs, setting an event's image, deleting one.
 //! - [`clerk`]: mapping Clerk's user JSON to our row (primary email by id, name fallbacks).
 //!
 //! Tables (see `schema.toml`): `users`, `events`, `tickets`, `waitingList`, and app-internal
@@ -24,6 +25,7 @@ pub mod crons;
 pub mod events;
 pub mod http;
 pub mod rate_limit;
+pub mod storage;
 pub mod tickets;
 pub mod users;
 pub mod waiting_list;
@@ -42,6 +44,7 @@ pub fn app() -> App {
     waiting_list::register(&mut app);
     http::register(&mut app);
     crons::register(&mut app);
+    storage::register(&mut app);
     app
 }
 

@@ -136,7 +136,10 @@ impl BlobDir {
             .root
             .join(TMP_DIR)
             .join(format!("{}.part", TempName(&name)));
-        let file = OpenOptions::new().write(true).create_new(true).open(&path)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
         Ok(BlobWriter {
             file: Some(file),
             path: Some(path),

@@ -9,6 +9,8 @@
 //! - [`scheduler`]: scheduled functions and crons, kept in system tables (`_scheduled_functions`,
 //!   `_cron_jobs`) so a restart neither loses nor repeats a job; the built-in admin-only
 //!   queries `_system/scheduler:list` and `_system/crons:list`.
+//! - [`storage`]: file storage: the `_storage` table, `ctx.storage`, signed one-time upload
+//!   URLs, and the blob directory's bookkeeping (what is referenced, what to collect).
 //! - [`test_clock`]: the test clock's offset, persisted so test time survives a restart.
 
 pub mod ctx;
@@ -17,6 +19,7 @@ pub mod engine;
 pub mod error;
 pub mod registry;
 pub mod scheduler;
+pub mod storage;
 pub mod test_clock;
 
 pub use ctx::{
@@ -34,6 +37,10 @@ pub use registry::{
 };
 
 pub use scheduler::JobState;
+pub use storage::{
+    ActionStorage, FileStorage, StorageConfig, StorageError, StorageMetadata, StorageReader,
+    StorageWriter,
+};
 /// `#[derive(Args)]`: the argument struct's fields become its validator (same name as the trait,
 /// in the macro namespace).
 pub use tickethub_macros::Args;
