@@ -12,11 +12,14 @@
 //! - [`live`]: `--fanout`, the live-queries measurements: commit-to-client latency with 1,000
 //!   subscribers, resident memory per idle connection, query executions per commit.
 //! - [`suite`]: `--quick` / `--full`; [`soak`]: `--soak` and `--load-check`.
+//! - [`files`]: `--files`, file storage: 100 MB upload and download over loopback against the
+//!   same disk's raw copy speed.
 //! - [`report`]: JSON and Markdown results; [`plot`]: the PNG.
 //!
 //! Everything runs on loopback; results go to `bench/results/`.
 
 mod fanout;
+mod files;
 mod hello;
 mod live;
 mod loadgen;
@@ -43,7 +46,7 @@ use clap::{ArgGroup, Parser, Subcommand};
 #[command(
     name = "bench",
     about = "Benchmark tickethub against PocketBase, a bare hyper server and raw SQLite",
-    group(ArgGroup::new("mode").args(["quick", "full", "soak", "load_check", "fanout"]))
+    group(ArgGroup::new("mode").args(["quick", "full", "soak", "load_check", "fanout", "files"]))
 )]
 struct Cli {
     /// A smoke pass of a few seconds per system.
@@ -61,6 +64,9 @@ struct Cli {
     /// Live queries: commit-to-client latency, memory per connection, executions per commit.
     #[arg(long)]
     fanout: bool,
+    /// File storage: 100 MB upload and download throughput against the disk's raw copy speed.
+    #[arg(long)]
+    files: bool,
     /// Subscribers (and idle connections) for `--fanout`.
     #[arg(long, default_value_t = 1000)]
     subscribers: usize,
@@ -126,6 +132,7 @@ enum Mode {
     Soak,
     LoadCheck,
     Fanout,
+    Files,
 }
 
 fn main() -> Result<()> {
@@ -158,6 +165,8 @@ fn main() -> Result<()> {
         Mode::LoadCheck
     } else if cli.fanout {
         Mode::Fanout
+    } else if cli.files {
+        Mode::Files
     } else {
         Mode::Quick
     };
@@ -285,6 +294,17 @@ async fn run(
             report.write(&results)?;
             println!("{}", report.markdown());
             eprintln!("[bench] wrote {}/fanout.{{json,md}}", results.display());
+        }
+        Mode::Files => {
+            let bin = servers::tickethub_binary()?;
+            let report = files::run(&bin, &work, command).await?;
+            std::fs::create_dir_all(&results)?;
+            std::fs::write(
+                results.join("files.json"),
+                serde_json::to_string_pretty(&report)? + "\n",
+            )?;
+            std::fs::write(results.join("files.md"), report.markdown())?;
+            println!("{}", report.markdown());
         }
         Mode::LoadCheck => {
             let report = soak::run_load_check(&work, &command).await?;

@@ -391,6 +391,7 @@ impl Runtime {
         };
         let mut system = App::system();
         crate::scheduler::register_system_functions(&mut system);
+        crate::storage::register_system_functions(&mut system);
         // The app cannot register `_system/` paths (App refuses them), so nothing is shadowed.
         let functions = app
             .functions

@@ -249,6 +249,25 @@ fn load_or_create_key(dir: &Path) -> Result<ring::hmac::Key, StorageError> {
     Ok(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret))
 }
 
+/// Most rows `_system/storage:list` returns (the newest first).
+const SYSTEM_LIST_MAX: usize = 1000;
+
+/// `_system/storage:list` (admin only): the newest `_storage` rows, as the dashboard's file
+/// list shows them.
+pub(crate) fn register_system_functions(app: &mut crate::App) {
+    app.internal_query(
+        "_system/storage:list",
+        |ctx: &crate::QueryCtx, _: crate::NoArgs| -> Result<Vec<Value>, FnError> {
+            let rows = ctx
+                .db
+                .query(STORAGE_TABLE)
+                .order(Order::Desc)
+                .take(SYSTEM_LIST_MAX)?;
+            Ok(rows.iter().map(|d| d.to_value()).collect())
+        },
+    );
+}
+
 fn by_sha256(sha: &Sha256) -> IndexQuery {
     IndexQuery {
         table: STORAGE_TABLE.to_string(),
