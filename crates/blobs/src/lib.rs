@@ -16,7 +16,7 @@
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -92,6 +92,9 @@ pub enum BlobError {
 }
 
 const TMP_DIR: &str = "tmp";
+/// Bytes gathered before a write to the temp file: network frames are small (tens of KiB), and
+/// one system call per frame would cost a large share of the copy.
+const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 
 /// The blob directory. Cheap to clone (a path).
 #[derive(Clone, Debug)]
@@ -141,7 +144,7 @@ impl BlobDir {
             .create_new(true)
             .open(&path)?;
         Ok(BlobWriter {
-            file: Some(file),
+            file: Some(BufWriter::with_capacity(WRITE_BUFFER_BYTES, file)),
             path: Some(path),
             hasher: ring::digest::Context::new(&ring::digest::SHA256),
             size: 0,
@@ -241,7 +244,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 /// A blob being written: bytes go to a temp file while the digest and size are computed. Dropped
 /// before [`BlobWriter::finish`], the temp file is removed.
 pub struct BlobWriter {
-    file: Option<File>,
+    file: Option<BufWriter<File>>,
     path: Option<PathBuf>,
     hasher: ring::digest::Context,
     size: u64,
@@ -277,6 +280,7 @@ impl BlobWriter {
             .file
             .take()
             .ok_or_else(|| io::Error::other("finish after the blob was discarded"))?;
+        let file = file.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         drop(file);
         let digest = self.hasher.clone().finish();
