@@ -22,7 +22,7 @@ use crate::servers::{start_tickethub, ADMIN_KEY};
 
 const FILE_BYTES: usize = 100 * 1024 * 1024;
 const PIECE_BYTES: usize = 1024 * 1024;
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 
 #[derive(Debug, Serialize)]
 pub struct FilesReport {
@@ -34,6 +34,8 @@ pub struct FilesReport {
     pub upload_ratio: f64,
     pub download_ratio: f64,
     pub target_met: bool,
+    /// The machine's load average when the run ended (other work skews every figure).
+    pub load_average: String,
 }
 
 impl FilesReport {
@@ -43,7 +45,7 @@ impl FilesReport {
              | raw copy on the same disk (read, write, fsync) | {:.0} | 100% |\n\
              | upload (POST to an upload URL, loopback) | {:.0} | {:.0}% |\n\
              | download (GET the file URL, loopback) | {:.0} | {:.0}% |\n\n\
-             Target: both at least 50% of the raw copy: {}.\n",
+             Target: both at least 50% of the raw copy: {}. Load average at the end: {}.\n",
             self.command,
             self.file_mb,
             self.copy_mb_s,
@@ -52,6 +54,7 @@ impl FilesReport {
             self.download_mb_s,
             self.download_ratio * 100.0,
             if self.target_met { "met" } else { "NOT met" },
+            self.load_average,
         )
     }
 }
@@ -258,5 +261,6 @@ pub async fn run(bin: &Path, work: &Path, command: String) -> Result<FilesReport
         upload_ratio,
         download_ratio,
         target_met: upload_ratio >= 0.5 && download_ratio >= 0.5,
+        load_average: crate::suite::load_average(),
     })
 }

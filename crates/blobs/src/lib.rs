@@ -94,7 +94,7 @@ pub enum BlobError {
 const TMP_DIR: &str = "tmp";
 /// Bytes gathered before a write to the temp file: network frames are small (tens of KiB), and
 /// one system call per frame would cost a large share of the copy.
-const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 
 /// The blob directory. Cheap to clone (a path).
 #[derive(Clone, Debug)]

@@ -40,9 +40,10 @@ fn app() -> App {
     app.action("files:meta", |ctx: ActionCtx, args: FileArgs| async move {
         ctx.storage.get_metadata(&args.storage_id)
     });
-    app.action("files:remove", |ctx: ActionCtx, args: FileArgs| async move {
-        ctx.storage.delete(&args.storage_id).await
-    });
+    app.action(
+        "files:remove",
+        |ctx: ActionCtx, args: FileArgs| async move { ctx.storage.delete(&args.storage_id).await },
+    );
     app.query("files:url", |ctx: &QueryCtx, args: FileArgs| {
         ctx.storage.get_url(&args.storage_id)
     });
@@ -174,10 +175,20 @@ async fn actions_store_and_read_files_and_deletes_remove_blobs_after_commit() {
     let twin_args = obj(&[("storageId", twin)]);
     assert_eq!(blob_count(dir.path()), 1);
     run(&rt, "files:delete", args.clone()).await.unwrap();
-    assert_eq!(run(&rt, "files:url", args.clone()).await.unwrap(), Value::Null);
-    assert_eq!(run(&rt, "files:read", args.clone()).await.unwrap(), Value::Null);
+    assert_eq!(
+        run(&rt, "files:url", args.clone()).await.unwrap(),
+        Value::Null
+    );
+    assert_eq!(
+        run(&rt, "files:read", args.clone()).await.unwrap(),
+        Value::Null
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(blob_count(dir.path()), 1, "the twin row still needs the blob");
+    assert_eq!(
+        blob_count(dir.path()),
+        1,
+        "the twin row still needs the blob"
+    );
     run(&rt, "files:remove", twin_args.clone()).await.unwrap();
     eventually("the blob's removal", || blob_count(dir.path()) == 0).await;
 
@@ -187,7 +198,10 @@ async fn actions_store_and_read_files_and_deletes_remove_blobs_after_commit() {
     let wrong = run(
         &rt,
         "files:url",
-        obj(&[("storageId", Value::String("z43zp6c3e75gkmz1kfwj6mbbx5sw281h".into()))]),
+        obj(&[(
+            "storageId",
+            Value::String("z43zp6c3e75gkmz1kfwj6mbbx5sw281h".into()),
+        )]),
     )
     .await
     .unwrap_err();
@@ -212,7 +226,11 @@ async fn a_failed_delete_keeps_the_blob_and_start_up_collects_orphans() {
     std::fs::write(dir.path().join("storage/blobs/tmp/x.part"), b"torn").unwrap();
     assert_eq!(blob_count(dir.path()), 2);
     let rt = runtime(dir.path());
-    assert_eq!(blob_count(dir.path()), 1, "the orphan is collected, the file kept");
+    assert_eq!(
+        blob_count(dir.path()),
+        1,
+        "the orphan is collected, the file kept"
+    );
     assert_eq!(
         std::fs::read_dir(dir.path().join("storage/blobs/tmp"))
             .unwrap()
