@@ -16,6 +16,7 @@
 //! - [`crons`]: recurring jobs (`cleanup-expired-offers`, every minute).
 //! - [`auth_checks`]: "may this caller act for that user?" (no check when auth is off).
 //! - [`rate_limit`]: a fixed-window limiter stored in the `rateLimits` table.
+//! - [`storage`]: event images: upload URLs, file URLs, setting an event's image, deleting one.
 //! - [`clerk`]: mapping Clerk's user JSON to our row (primary email by id, name fallbacks).
 //! - [`stripe`]: mapping Stripe's event JSON to a purchase or a refund.
 //!
@@ -31,6 +32,7 @@ pub mod events;
 pub mod http;
 pub mod payments;
 pub mod rate_limit;
+pub mod storage;
 pub mod stripe;
 pub mod ticket_counts;
 pub mod tickets;
@@ -52,6 +54,7 @@ pub fn app() -> App {
     payments::register(&mut app);
     http::register(&mut app);
     crons::register(&mut app);
+    storage::register(&mut app);
     app
 }
 

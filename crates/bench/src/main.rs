@@ -13,11 +13,14 @@
 //! - [`live`]: `--fanout`, the live-queries measurements: commit-to-client latency with 1,000
 //!   subscribers, resident memory per idle connection, query executions per commit.
 //! - [`suite`]: `--quick` / `--full`; [`soak`]: `--soak` and `--load-check`.
+//! - [`files`]: `--files`, file storage: 100 MB upload and download over loopback against the
+//!   same disk's raw copy speed.
 //! - [`report`]: JSON and Markdown results; [`plot`]: the PNG.
 //!
 //! Everything runs on loopback; results go to `bench/results/`.
 
 mod fanout;
+mod files;
 mod hello;
 mod live;
 mod loadgen;
@@ -44,7 +47,7 @@ use clap::{ArgGroup, Parser, Subcommand};
 #[command(
     name = "bench",
     about = "Benchmark tickethub against PocketBase, a bare hyper server and raw SQLite",
-    group(ArgGroup::new("mode").args(["quick", "full", "soak", "load_check", "fanout", "idle_cost"]))
+    group(ArgGroup::new("mode").args(["quick", "full", "soak", "load_check", "fanout", "idle_cost", "files"]))
 )]
 struct Cli {
     /// A smoke pass of a few seconds per system.
@@ -71,6 +74,9 @@ struct Cli {
     /// Commits per phase of `--idle-cost`.
     #[arg(long, default_value_t = 1000)]
     commits: u64,
+    /// File storage: 100 MB upload and download throughput against the disk's raw copy speed.
+    #[arg(long)]
+    files: bool,
     /// Subscribers (and idle connections) for `--fanout`.
     #[arg(long, default_value_t = 1000)]
     subscribers: usize,
@@ -138,6 +144,7 @@ enum Mode {
     LoadCheck,
     Fanout,
     IdleCost,
+    Files,
 }
 
 fn main() -> Result<()> {
@@ -172,6 +179,8 @@ fn main() -> Result<()> {
         Mode::Fanout
     } else if cli.idle_cost {
         Mode::IdleCost
+    } else if cli.files {
+        Mode::Files
     } else {
         Mode::Quick
     };
@@ -306,6 +315,17 @@ async fn run(
             let (none, many) = fanout::idle_cost::run(&bin, &work, cli.idle, cli.commits).await?;
             println!("{command}\n");
             fanout::idle_cost::print(&none, &many);
+        }
+        Mode::Files => {
+            let bin = servers::tickethub_binary()?;
+            let report = files::run(&bin, &work, command).await?;
+            std::fs::create_dir_all(&results)?;
+            std::fs::write(
+                results.join("files.json"),
+                serde_json::to_string_pretty(&report)? + "\n",
+            )?;
+            std::fs::write(results.join("files.md"), report.markdown())?;
+            println!("{}", report.markdown());
         }
         Mode::LoadCheck => {
             let report = soak::run_load_check(&work, &command).await?;

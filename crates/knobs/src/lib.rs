@@ -169,6 +169,17 @@ knob!(
     SHUTDOWN_GRACE: Duration(ms) = 10_000, min 0, max 600_000
 );
 
+// ---------------------------------------------------------------------------------------------
+// File storage
+
+knob!(
+    /// Largest file one upload (or `ctx.storage.store`) may hold, in bytes; `tickethub serve
+    /// --max-upload-bytes` overrides it. 1 GiB: large enough for images, documents and short
+    /// videos, small enough that one request cannot fill a modest disk. Uploads stream to disk,
+    /// so the limit bounds disk use, not memory.
+    MAX_UPLOAD_BYTES: u64 = 1u64 << 30, min 1, max 1u64 << 40
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

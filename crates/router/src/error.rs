@@ -54,6 +54,24 @@ pub enum ErrorCode {
     StorageFull,
     /// Anything unexpected. The message sent is generic; details go to the log.
     InternalServerError,
+    /// File storage: an upload token that this deployment did not sign (forged, altered, absent).
+    InvalidUploadToken,
+    /// File storage: the upload URL is older than an hour.
+    UploadUrlExpired,
+    /// File storage: the upload URL was already used once.
+    UploadUrlUsed,
+    /// File storage: the upload is larger than `--max-upload-bytes`.
+    FileTooLarge,
+    /// File storage: the body does not match its `Digest: sha-256=` header.
+    Sha256Mismatch,
+    /// File storage: a `Digest` header whose `sha-256=` value is not 32 bytes of base64.
+    InvalidDigestHeader,
+    /// File storage: the path after `/api/storage/` is not a file's uuid.
+    InvalidStoragePath,
+    /// File storage: no file has this uuid.
+    FileNotFound,
+    /// File storage: the `Range` asks for bytes the file does not have, or for several ranges.
+    RangeNotSatisfiable,
 }
 
 impl ErrorCode {
@@ -79,6 +97,15 @@ impl ErrorCode {
             ErrorCode::ServerOverloaded => "ServerOverloaded",
             ErrorCode::StorageFull => "StorageFull",
             ErrorCode::InternalServerError => "InternalServerError",
+            ErrorCode::InvalidUploadToken => "InvalidUploadToken",
+            ErrorCode::UploadUrlExpired => "UploadUrlExpired",
+            ErrorCode::UploadUrlUsed => "UploadUrlUsed",
+            ErrorCode::FileTooLarge => "FileTooLarge",
+            ErrorCode::Sha256Mismatch => "Sha256Mismatch",
+            ErrorCode::InvalidDigestHeader => "InvalidDigestHeader",
+            ErrorCode::InvalidStoragePath => "InvalidStoragePath",
+            ErrorCode::FileNotFound => "FileNotFound",
+            ErrorCode::RangeNotSatisfiable => "RangeNotSatisfiable",
         }
     }
 
@@ -116,6 +143,14 @@ impl ErrorCode {
             | ErrorCode::ServerOverloaded => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             ErrorCode::InternalServerError => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Sha256Mismatch
+            | ErrorCode::InvalidDigestHeader
+            | ErrorCode::InvalidStoragePath => StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidUploadToken => StatusCode::FORBIDDEN,
+            ErrorCode::UploadUrlExpired | ErrorCode::UploadUrlUsed => StatusCode::GONE,
+            ErrorCode::FileTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::FileNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
         }
     }
 }

@@ -12,6 +12,9 @@
 //!   [`Authenticator`], and the `Convex-Client` header check.
 //! - [`body`]: size-limited body reading and JSON parsing with clear errors.
 //! - [`cors`]: CORS for `/api/*`.
+//! - [`storage`]: file storage over HTTP: `POST /api/storage/upload?token=…` (streamed to disk)
+//!   and `GET /api/storage/<uuid>` (streamed from disk, with `Range`).
+//! - [`response_body`]: [`ResponseBody`], buffered or streamed.
 //! - [`error`]: [`ApiError`] / [`ErrorCode`] and their statuses.
 //! - [`state`]: [`AppState`], [`RouterConfig`].
 //!
@@ -25,8 +28,10 @@ pub mod cors;
 pub mod credentials;
 pub mod error;
 pub mod http_action;
+pub mod response_body;
 pub mod serve;
 pub mod state;
+pub mod storage;
 mod sync_endpoint;
 pub mod wire;
 
@@ -40,8 +45,8 @@ pub use error::{ApiError, ErrorCode};
 pub use serve::{serve, ConnectionLimit, GracePeriod};
 pub use state::{AppState, BodyLimits, RouterConfig};
 
-/// Every response body: small, fully buffered.
-pub type ResponseBody = http_body_util::Full<bytes::Bytes>;
+/// Every response body: small and fully buffered, or (stored files) streamed from disk.
+pub use response_body::ResponseBody;
 
 /// Which listener a request arrived on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,9 +79,13 @@ async fn route_api_port(
         if request.method() == Method::OPTIONS {
             return cors::preflight(request.headers());
         }
-        let mut response = api::handle(state, request)
-            .await
-            .unwrap_or_else(ApiError::into_response);
+        let mut response = if storage::is_storage_path(path) {
+            storage::handle(state, request).await
+        } else {
+            api::handle(state, request)
+                .await
+                .unwrap_or_else(ApiError::into_response)
+        };
         cors::decorate(&mut response, origin.as_ref());
         return response;
     }

@@ -16,6 +16,7 @@ use tickethub_value::{Object, Value};
 use crate::db::{with_writer, Source, SourceTables, TxnAccess};
 use crate::engine::{Access, Inner};
 use crate::registry::Handler;
+use crate::storage::{ActionStorage, StorageReader, StorageWriter};
 use crate::{DatabaseReader, DatabaseWriter, FnError, FunctionKind, Runtime};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -315,6 +316,7 @@ pub(crate) fn invoke_query(
     let ctx = QueryCtx {
         db: DatabaseReader { source },
         auth: auth.clone(),
+        storage: StorageReader { source, env },
         env,
     };
     let result = handler(&ctx, args)?;
@@ -339,6 +341,7 @@ pub(crate) fn invoke_mutation(
                 db: DatabaseWriter { txn },
                 auth: auth.clone(),
                 scheduler: Scheduler { txn, env },
+                storage: StorageWriter { txn, env },
                 env,
             };
             let result = handler(&ctx, args)?;
@@ -354,6 +357,7 @@ pub(crate) fn invoke_mutation(
 pub struct QueryCtx<'a> {
     pub db: DatabaseReader<'a>,
     pub auth: Auth,
+    pub storage: StorageReader<'a>,
     env: &'a CallEnv,
 }
 
@@ -383,6 +387,7 @@ pub struct MutationCtx<'a> {
     pub db: DatabaseWriter<'a>,
     pub auth: Auth,
     pub scheduler: Scheduler<'a>,
+    pub storage: StorageWriter<'a>,
     env: &'a CallEnv,
 }
 
@@ -413,13 +418,19 @@ impl MutationCtx<'_> {
 #[derive(Clone)]
 pub struct ActionCtx {
     pub auth: Auth,
+    pub storage: ActionStorage,
     rt: Runtime,
     logs: LogSink,
 }
 
 impl ActionCtx {
     pub(crate) fn new(rt: Runtime, auth: Auth, logs: LogSink) -> ActionCtx {
-        ActionCtx { auth, rt, logs }
+        ActionCtx {
+            auth,
+            storage: ActionStorage { rt: rt.clone() },
+            rt,
+            logs,
+        }
     }
     /// The clock now (it moves during an action).
     pub fn now_ms(&self) -> f64 {

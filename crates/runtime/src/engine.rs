@@ -51,6 +51,8 @@ pub struct RuntimeConfig {
     /// runtime is built, before the scheduler first looks for due work. Simulates downtime
     /// deterministically (`serve --test-clock-skip`). 0 = no skip.
     pub test_clock_skip_ms: f64,
+    /// File storage (`ctx.storage`, upload URLs); `None` leaves it off.
+    pub storage: Option<crate::storage::StorageConfig>,
 }
 
 impl Default for RuntimeConfig {
@@ -60,6 +62,7 @@ impl Default for RuntimeConfig {
             auth_enabled: false,
             env: BTreeMap::new(),
             test_clock_skip_ms: 0.0,
+            storage: None,
         }
     }
 }
@@ -143,6 +146,7 @@ pub(crate) struct Inner {
     clock_offset_ms: Mutex<f64>,
     pins: Mutex<VecDeque<PinnedSnapshot>>,
     pub(crate) sched: SchedulerState,
+    pub(crate) storage: Option<Arc<crate::storage::StorageState>>,
 }
 
 fn system_now_ms() -> f64 {
@@ -219,6 +223,7 @@ impl Runtime {
     pub fn system_tables() -> Vec<TableDef> {
         let mut tables = crate::scheduler::system_tables();
         tables.push(crate::test_clock::system_table());
+        tables.extend(crate::storage::system_tables());
         tables
     }
 
@@ -242,8 +247,13 @@ impl Runtime {
             Clock::System => 0.0,
             Clock::Test => restore_test_offset(&store, config.test_clock_skip_ms)?,
         };
+        let storage = match &config.storage {
+            Some(storage) => Some(crate::storage::open(storage, &store)?),
+            None => None,
+        };
         let mut system = App::system();
         crate::scheduler::register_system_functions(&mut system);
+        crate::storage::register_system_functions(&mut system);
         // The app cannot register `_system/` paths (App refuses them), so nothing is shadowed.
         let functions = app
             .functions
@@ -261,6 +271,7 @@ impl Runtime {
                 clock_offset_ms: Mutex::new(offset),
                 pins: Mutex::new(VecDeque::new()),
                 sched: SchedulerState::default(),
+                storage,
             }),
         })
     }

@@ -9,6 +9,8 @@
 //! - [`scheduler`]: scheduled functions and crons, kept in system tables (`_scheduled_functions`,
 //!   `_cron_jobs`) so a restart neither loses nor repeats a job; the built-in admin-only
 //!   queries `_system/scheduler:list` and `_system/crons:list`.
+//! - [`storage`]: file storage: the `_storage` table, `ctx.storage`, signed one-time upload
+//!   URLs, and the blob directory's bookkeeping (what is referenced, what to collect).
 //! - [`test_clock`]: the test clock's offset, persisted so test time survives a restart.
 
 pub mod ctx;
@@ -18,6 +20,7 @@ pub mod error;
 pub mod registry;
 mod request_id;
 pub mod scheduler;
+pub mod storage;
 pub mod test_clock;
 mod writer;
 
@@ -37,6 +40,10 @@ pub use registry::{
 pub use request_id::RequestId;
 
 pub use scheduler::JobState;
+pub use storage::{
+    ActionStorage, FileStorage, StorageConfig, StorageError, StorageMetadata, StorageReader,
+    StorageWriter,
+};
 /// Stripe webhook signatures (`Stripe-Signature`), for apps' payment webhook routes.
 pub use tickethub_auth::stripe;
 /// Svix webhook verification, for apps' webhook routes (so an app needs no crate but this one).

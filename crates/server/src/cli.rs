@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// any due job or cron is looked at (simulates the server having been down that long).
     #[arg(long, value_name = "MS", requires = "test_clock", value_parser = parse_skip_ms)]
     pub test_clock_skip: Option<f64>,
+    /// Largest file an upload URL accepts, in bytes (bigger ones get 413 FileTooLarge and
+    /// nothing is kept). Default 1 GiB (knob TICKETHUB_MAX_UPLOAD_BYTES).
+    #[arg(long, value_name = "BYTES")]
+    pub max_upload_bytes: Option<u64>,
 }
 
 impl ServeArgs {
@@ -92,6 +96,9 @@ impl ServeArgs {
                 Clock::System
             },
             test_clock_skip_ms: self.test_clock_skip.unwrap_or(0.0),
+            max_upload_bytes: self
+                .max_upload_bytes
+                .unwrap_or(*tickethub_knobs::MAX_UPLOAD_BYTES),
             env: std::env::vars().collect(),
             auth: crate::server::AuthSource::Environment,
         })

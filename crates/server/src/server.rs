@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tickethub_auth::{AdminKey, AdminKeyOrigin, AuthConfig, StripeVerifier, TokenVerifier};
 use tickethub_router::{AppState, GracePeriod, RouterConfig, Surface};
-use tickethub_runtime::{App, Clock, Runtime, RuntimeConfig};
+use tickethub_runtime::{App, Clock, Runtime, RuntimeConfig, StorageConfig};
 use tickethub_store::{DataDirLock, Schema, Store, StoreOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -63,6 +63,8 @@ pub struct ServerOptions {
     /// With the test clock: ms to move the persisted test time forward once at start-up
     /// (simulated downtime; `--test-clock-skip`). 0 = none.
     pub test_clock_skip_ms: f64,
+    /// Largest file one upload may hold, in bytes.
+    pub max_upload_bytes: u64,
     /// Given to functions (`ctx.env`) and read for auth configuration.
     pub env: BTreeMap<String, String>,
     pub auth: AuthSource,
@@ -181,6 +183,16 @@ impl Server {
             auth_enabled,
             env: options.env.clone(),
             test_clock_skip_ms: options.test_clock_skip_ms,
+            storage: Some(StorageConfig {
+                dir: options.data_dir.join("storage"),
+                // Upload and file URLs use the API origin, as Convex's use its cloud origin.
+                api_origin: options
+                    .env
+                    .get("CONVEX_CLOUD_ORIGIN")
+                    .cloned()
+                    .unwrap_or_else(|| format!("http://{api_addr}")),
+                max_upload_bytes: options.max_upload_bytes,
+            }),
         };
         // Blocking: with the test clock it reads (and may write) the persisted offset.
         let runtime = tokio::task::spawn_blocking(move || Runtime::try_new(app, store, config))

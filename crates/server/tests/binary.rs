@@ -162,6 +162,7 @@ fn options(data_dir: &Path, schema: &str) -> ServerOptions {
         schema: SchemaSource::Text(schema.into()),
         clock: Clock::System,
         test_clock_skip_ms: 0.0,
+        max_upload_bytes: 1 << 20,
         env: Default::default(),
         auth: AuthSource::Config(tickethub_auth::AuthConfig::disabled()),
     }
