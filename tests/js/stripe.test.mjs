@@ -189,10 +189,26 @@ describe("tickethub with Stripe", { timeout: 600_000 }, () => {
     await issuer?.stop();
   });
 
-  test("the paid story: checkout issues the ticket once, a refund marks it refunded", withLogs(async () => {
+  test("the whole story: sign-up, event with image, offer, checkout issues the ticket once, refund", withLogs(async () => {
     const organizer = await signUp("Olga");
     const eventId = await organizer.client.mutation(api.events.create, eventArgs(organizer.userId));
+
+    // The organizer uploads the event's image; its URL serves the same bytes to anyone.
+    const image = randomBytes(256 * 1024);
+    const uploadUrl = await organizer.client.mutation(api.storage.generateUploadUrl, {});
+    const uploaded = await fetch(uploadUrl, { method: "POST", headers: { "content-type": "image/png" }, body: image });
+    assert.equal(uploaded.status, 200, await uploaded.clone().text());
+    const { storageId } = await uploaded.json();
+    await organizer.client.mutation(api.storage.updateEventImage, { eventId, storageId });
+
     const buyer = await buyerWithOffer("Bea", eventId);
+    const shown = await buyer.client.query(api.events.getById, { eventId });
+    assert.equal(shown.imageStorageId, storageId);
+    const imageUrl = await buyer.client.query(api.storage.getUrl, { storageId });
+    const served = await fetch(imageUrl);
+    assert.equal(served.status, 200);
+    assert.equal(served.headers.get("content-type"), "image/png");
+    assert.ok(Buffer.from(await served.arrayBuffer()).equals(image), "the image URL served other bytes");
 
     const paymentIntentId = `pi_${hex(12)}`;
     const event = checkoutCompleted({

@@ -68,6 +68,8 @@ pub fn start_tickethub(bin: &Path, data: &Path, log: PathBuf) -> Result<Tickethu
             ("STRIPE_WEBHOOK_SECRET".into(), STRIPE_WEBHOOK_SECRET.into()),
             // One log line per call would measure the terminal, not the server.
             ("RUST_LOG".into(), "warn".into()),
+            // `--fanout` may open more subscribers than the default connection cap.
+            ("TICKETHUB_MAX_CONNECTIONS".into(), "1000000".into()),
         ],
         log,
         ready_addr: api,

@@ -120,7 +120,7 @@ knob!(
 
 knob!(
     /// Snapshots pinned at once for `/api/query_ts` + `consistentQuery`.
-    MAX_PINNED_SNAPSHOTS: usize = 2, min 0, max 64
+    MAX_PINNED_SNAPSHOTS: usize = 2, min 1, max 64
 );
 knob!(
     /// How long a pinned snapshot stays open after its last use.

@@ -230,11 +230,7 @@ async fn handle_logged(
     {
         Ok(response) => response,
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a non-string panic".to_string());
+            let what = tickethub_store::panic_message(&*panic);
             ApiError::internal(format_args!("handler panicked: {what}")).into_response()
         }
     };

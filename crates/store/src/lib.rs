@@ -35,6 +35,7 @@ pub use query::{Bound, IndexQuery, Order, Page, PageRequest, MAX_PAGE_ITEMS};
 pub use schema::{IndexDef, Schema, SchemaError, TableDef};
 pub use store::{CommitHook, CommitInfo, Done, Job, Outcome, Store, StoreOptions};
 pub use txn::{caps, DocReader, Document, ReadTxn, ScanVisitor, SnapshotQuery, Visit, WriteTxn};
+pub use writer::panic_message;
 
 use tickethub_value::{DocumentId, IdError, JsonError, LimitError, ValidationError};
 

@@ -102,13 +102,15 @@ enum Keep {
     RollBack,
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+/// The text of a caught panic. The one copy: the runtime and the router use it too (the store is
+/// the lowest crate that catches panics).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {
         s.clone()
     } else {
-        "a mutation panicked".to_string()
+        "a panic with a non-string payload".to_string()
     }
 }
 

@@ -148,12 +148,14 @@ export class Server {
     });
   }
 
-  // The inherited environment minus any Clerk settings of the developer's shell: a test
-  // states exactly which of them its server gets.
+  // The inherited environment minus any Clerk, Stripe or tickethub settings of the developer's
+  // shell: a test states exactly which of them its server gets.
   _childEnv() {
     const env = { ...process.env, RUST_BACKTRACE: "1" };
     delete env.CLERK_WEBHOOK_SECRET;
     delete env.CLERK_JWT_ISSUER_DOMAIN;
+    delete env.STRIPE_WEBHOOK_SECRET;
+    for (const name of Object.keys(env)) if (name.startsWith("TICKETHUB_")) delete env[name];
     return { ...env, ...this.env };
   }
 

@@ -30,15 +30,7 @@ pub(crate) async fn read_snapshot(store: &Store) -> Result<ReadTxn, FnError> {
         .map_err(FnError::from)
 }
 
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic with a non-string payload".to_string()
-    }
-}
+pub(crate) use tickethub_store::panic_message;
 
 pub(super) fn panicked(path: &str, payload: &(dyn std::any::Any + Send)) -> FnError {
     FnError::Internal(format!("{path} panicked: {}", panic_message(payload)))
