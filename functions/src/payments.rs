@@ -35,6 +35,7 @@ use crate::auth_checks::ensure_acting_for;
 use crate::events::{load_event, PaymentInfo};
 use crate::stripe::{ChargeRefunded, CheckoutCompleted, StripeEnvelope, StripeEvent};
 use crate::tickets::{TicketStatus, TICKETS};
+use crate::users::{prune_received_before, PruneResult};
 use crate::ReadDb;
 
 pub const STRIPE_WEBHOOK_PATH: &str = "/stripe-webhook";
@@ -47,9 +48,6 @@ const PURCHASE_REFUSALS: &str = "purchaseRefusals";
 /// events resendable for 30. A checkout resent after that still issues no second ticket: the
 /// ticket's payment intent is checked too.
 pub const STRIPE_EVENT_RETENTION_MS: f64 = 30.0 * 24.0 * 60.0 * 60.0 * 1000.0;
-
-/// Most event records one prune run deletes (keeps the transaction small; the cron repeats).
-pub const PRUNE_BATCH: usize = 500;
 
 pub fn register(app: &mut App) {
     app.internal_mutation("payments:applyCheckoutCompleted", apply_checkout_completed);
@@ -621,26 +619,9 @@ fn refund_outcome(
     Ok(StripeEventOutcome::Applied)
 }
 
-#[derive(Serialize, Deserialize, Debug)]
-#[serde(rename_all = "camelCase")]
-pub struct PruneResult {
-    pub deleted: f64,
-}
-
-/// Forget event ids older than [`STRIPE_EVENT_RETENTION_MS`], at most [`PRUNE_BATCH`] per run.
+/// Forget event ids older than [`STRIPE_EVENT_RETENTION_MS`], at most `PRUNE_BATCH` per run.
 fn prune_stripe_events(ctx: &MutationCtx, _args: NoArgs) -> Result<PruneResult, FnError> {
-    let cutoff = ctx.now_ms() - STRIPE_EVENT_RETENTION_MS;
-    let old = ctx
-        .db
-        .query(STRIPE_EVENTS)
-        .with_index("by_received_at", move |q| q.lt("receivedAt", cutoff))
-        .take(PRUNE_BATCH)?;
-    for record in &old {
-        ctx.db.delete(&record.id)?;
-    }
-    Ok(PruneResult {
-        deleted: old.len() as f64,
-    })
+    prune_received_before(ctx, STRIPE_EVENTS, STRIPE_EVENT_RETENTION_MS)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -417,7 +417,7 @@ fn apply_user_deletion(
 /// is still safe: tombstones and `clerkSync` ordering do not expire.
 pub const DELIVERY_RETENTION_MS: f64 = 7.0 * 24.0 * 60.0 * 60.0 * 1000.0;
 
-/// Most delivery records one prune run deletes (keeps the transaction small; the cron repeats).
+/// Most records one prune run deletes (keeps the transaction small; the cron repeats).
 pub const PRUNE_BATCH: usize = 500;
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -428,10 +428,20 @@ pub struct PruneResult {
 
 /// Forget svix-ids older than [`DELIVERY_RETENTION_MS`], at most [`PRUNE_BATCH`] per run.
 fn prune_webhook_deliveries(ctx: &MutationCtx, _args: NoArgs) -> Result<PruneResult, FnError> {
-    let cutoff = ctx.now_ms() - DELIVERY_RETENTION_MS;
+    prune_received_before(ctx, WEBHOOK_DELIVERIES, DELIVERY_RETENTION_MS)
+}
+
+/// Delete up to [`PRUNE_BATCH`] rows of a dedupe table (one with a `by_received_at` index) that
+/// were received more than `retention_ms` ago.
+pub(crate) fn prune_received_before(
+    ctx: &MutationCtx,
+    table: &str,
+    retention_ms: f64,
+) -> Result<PruneResult, FnError> {
+    let cutoff = ctx.now_ms() - retention_ms;
     let old = ctx
         .db
-        .query(WEBHOOK_DELIVERIES)
+        .query(table)
         .with_index("by_received_at", move |q| q.lt("receivedAt", cutoff))
         .take(PRUNE_BATCH)?;
     for record in &old {

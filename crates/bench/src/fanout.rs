@@ -210,9 +210,9 @@ pub mod idle_cost {
     use tokio_tungstenite::tungstenite::Message;
 
     use crate::loadgen::send_once;
-    use crate::procs::{free_port, loopback, Launch, ServerProc};
-    use crate::servers::ADMIN_KEY;
-    use crate::workloads::{convex_call, WEBHOOK_SECRET};
+    use crate::procs::ServerProc;
+    use crate::servers::{self, Tickethub, ADMIN_KEY};
+    use crate::workloads::convex_call;
 
     type Socket = tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
@@ -248,40 +248,14 @@ pub mod idle_cost {
             std::fs::remove_dir_all(&data)?;
         }
         std::fs::create_dir_all(&data)?;
-        let api = loopback(free_port()?);
-        let site = loopback(free_port()?);
-        let server = ServerProc::start(Launch {
-            name: "tickethub".into(),
-            program: bin.to_path_buf(),
-            args: vec![
-                "serve".into(),
-                "--port".into(),
-                api.port().to_string(),
-                "--site-port".into(),
-                site.port().to_string(),
-                "--host".into(),
-                "127.0.0.1".into(),
-                "--data-dir".into(),
-                data.to_string_lossy().into(),
-                "--admin-key".into(),
-                ADMIN_KEY.into(),
-            ],
-            env: vec![
-                ("CLERK_WEBHOOK_SECRET".into(), WEBHOOK_SECRET.into()),
-                ("RUST_LOG".into(), "warn".into()),
-                // Pings are a cost per connection over time, not per commit: keep them out of
-                // the commit phases.
-                ("TICKETHUB_SYNC_PING_AFTER_IDLE".into(), "600000".into()),
-                // Every subscriber is a connection of its own.
-                (
-                    "TICKETHUB_MAX_CONNECTIONS".into(),
-                    (idle + 1024).to_string(),
-                ),
-            ],
-            log: work.join("idle-cost.log"),
-            ready_addr: api,
-            ready_path: "/instance_name".into(),
-        })?;
+        // Pings are a cost per connection over time, not per commit: keep them out of the
+        // commit phases. (The bench's servers already lift the connection cap.)
+        let Tickethub { server, api, .. } = servers::start_tickethub_with(
+            bin,
+            &data,
+            work.join("idle-cost.log"),
+            &[("TICKETHUB_SYNC_PING_AFTER_IDLE", "600000")],
+        )?;
         // Warm-up: the writer's row exists and the write path has run.
         for i in 0..20 {
             commit(api, i).await?;

@@ -45,6 +45,16 @@ pub struct Tickethub {
 
 /// Start tickethub on `data` (kept as is: a preloaded store is served, not wiped).
 pub fn start_tickethub(bin: &Path, data: &Path, log: PathBuf) -> Result<Tickethub> {
+    start_tickethub_with(bin, data, log, &[])
+}
+
+/// [`start_tickethub`] with extra environment (knob overrides), which wins over the defaults.
+pub fn start_tickethub_with(
+    bin: &Path,
+    data: &Path,
+    log: PathBuf,
+    extra_env: &[(&str, &str)],
+) -> Result<Tickethub> {
     let api = loopback(free_port()?);
     let site = loopback(free_port()?);
     let server = ServerProc::start(Launch {
@@ -70,7 +80,14 @@ pub fn start_tickethub(bin: &Path, data: &Path, log: PathBuf) -> Result<Tickethu
             ("RUST_LOG".into(), "warn".into()),
             // `--fanout` may open more subscribers than the default connection cap.
             ("TICKETHUB_MAX_CONNECTIONS".into(), "1000000".into()),
-        ],
+        ]
+        .into_iter()
+        .chain(
+            extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .collect(),
         log,
         ready_addr: api,
         ready_path: "/instance_name".into(),

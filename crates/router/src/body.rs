@@ -22,7 +22,7 @@ fn too_large(limit: usize) -> ApiError {
 
 /// Most bytes of a refused body read (and thrown away) so the client can finish sending and read
 /// the 413; past this the connection is simply closed.
-const DRAIN_MAX_BYTES: u64 = 64 * 1024 * 1024;
+pub(crate) const DRAIN_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// Longest time spent draining a refused body.
 const DRAIN_MAX_TIME: Duration = Duration::from_secs(10);
 
@@ -59,7 +59,7 @@ pub async fn read_limited(
 
 /// Read and discard the rest of a refused body (bounded in bytes and time). If the server closed
 /// the connection with the client still sending, the client would see a reset instead of the 413.
-fn drain_in_background(mut body: Incoming, expected: u64) {
+pub(crate) fn drain_in_background(mut body: Incoming, expected: u64) {
     if expected > DRAIN_MAX_BYTES {
         return;
     }

@@ -11,7 +11,6 @@
 
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -21,6 +20,7 @@ use tickethub_runtime::storage::{parse_uuid, ServedFile, Sha256};
 use tickethub_runtime::{FileStorage, StorageError};
 use tokio::sync::mpsc;
 
+use crate::body::{drain_in_background, DRAIN_MAX_BYTES};
 use crate::error::{json_response, ApiError, ErrorCode};
 use crate::{AppState, ResponseBody};
 
@@ -29,10 +29,6 @@ const PREFIX: &str = "/api/storage/";
 const SERVE_CHUNK_BYTES: usize = 256 * 1024;
 /// Chunks queued between the disk reader and the connection (bounds memory per download).
 const SERVE_QUEUE_CHUNKS: usize = 4;
-/// Most bytes of a refused upload read and thrown away so the client can read the answer; past
-/// this the connection is simply closed.
-const DRAIN_MAX_BYTES: u64 = 64 * 1024 * 1024;
-const DRAIN_MAX_TIME: Duration = Duration::from_secs(10);
 
 pub(crate) fn is_storage_path(path: &str) -> bool {
     path == "/api/storage" || path.starts_with(PREFIX)
@@ -167,28 +163,6 @@ async fn upload(
         .map_err(storage_error)?;
     let body = serde_json::json!({ "storageId": storage_id }).to_string();
     Ok(json_response(StatusCode::OK, body.into_bytes()))
-}
-
-/// Read and discard the rest of a refused body (bounded in bytes and time), so the client sees
-/// the answer rather than a reset.
-fn drain_in_background(mut body: Incoming, expected: u64) {
-    if expected > DRAIN_MAX_BYTES {
-        return;
-    }
-    tokio::spawn(async move {
-        let drain = async {
-            let mut seen = 0u64;
-            while let Some(Ok(frame)) = body.frame().await {
-                if let Some(data) = frame.data_ref() {
-                    seen += data.len() as u64;
-                    if seen > DRAIN_MAX_BYTES {
-                        return;
-                    }
-                }
-            }
-        };
-        let _ = tokio::time::timeout(DRAIN_MAX_TIME, drain).await;
-    });
 }
 
 /// What a `Range` header asks of a file of `size` bytes.
