@@ -24,7 +24,7 @@ use tickethub_store::{ReadSet, Store, TableDef, Timestamp};
 use tickethub_value::Value;
 use tracing::Instrument;
 
-pub(crate) use call::{panic_message, run_mutation_in_txn};
+pub(crate) use call::run_mutation_in_txn;
 use pinned::PinnedSnapshot;
 pub(crate) use validate::{args_value, check_args, check_returns};
 

@@ -165,7 +165,7 @@ where
     R: Send + 'static,
     F: FnOnce(&mut dyn WriteOps) -> Result<R, FnError> + Send + 'static,
 {
-    let (value, _commit) = run_on_writer(&rt.inner.store, f).await?;
+    let (value, _commit) = run_on_writer(&rt.inner.store, move |txn| f(txn)).await?;
     Ok(value)
 }
 

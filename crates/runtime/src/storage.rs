@@ -33,14 +33,15 @@ use serde::Serialize;
 pub use tickethub_blobs::Sha256;
 use tickethub_blobs::{BlobDir, BlobError, StagedBlob};
 use tickethub_store::{
-    Bound, CommitInfo, DocReader, Document, IndexDef, IndexQuery, Order, Outcome, Store,
-    StoreError, TableDef, WriteTxn,
+    Bound, DocReader, Document, IndexDef, IndexQuery, Order, Outcome, Store, StoreError, TableDef,
+    WriteTxn,
 };
 use tickethub_value::{validator::v, DocumentId, Object, TableNumber, Value};
 
 use crate::ctx::CallEnv;
 use crate::db::{with_writer, Source, TxnAccess};
 use crate::engine::Inner;
+use crate::writer::run_on_writer;
 use crate::{FnError, Runtime};
 
 pub const STORAGE_TABLE: &str = "_storage";
@@ -648,7 +649,7 @@ impl ActionStorage {
         let doc_id = state.file_id(id)?;
         let shown = id.to_string();
         let store = self.rt.inner.store.clone();
-        let sha = write_job(&store, move |txn| -> Result<Sha256, FnError> {
+        let (sha, _) = run_on_writer(&store, move |txn| -> Result<Sha256, FnError> {
             let Some(doc) = txn.get(doc_id)? else {
                 return Err(FnError::msg(format!(
                     "Storage ID \"{shown}\" does not exist."
@@ -706,43 +707,6 @@ impl ActionStorage {
         })
         .await
         .map_err(|e| FnError::Internal(format!("reading a stored file failed: {e}")))?
-    }
-}
-
-/// Run `f` as its own transaction on the writer thread (commit on `Ok`).
-async fn write_job<R, E>(
-    store: &Store,
-    f: impl FnOnce(&mut WriteTxn<'_>) -> Result<R, E> + Send + 'static,
-) -> Result<R, E>
-where
-    R: Send + 'static,
-    E: From<StoreError> + Send + 'static,
-{
-    let slot: Arc<Mutex<Option<Result<R, E>>>> = Arc::new(Mutex::new(None));
-    let job_slot = slot.clone();
-    let (sender, receiver) = tokio::sync::oneshot::channel();
-    store.submit(
-        Box::new(move |txn| {
-            let result = f(txn);
-            let outcome = if result.is_ok() {
-                Outcome::Commit
-            } else {
-                Outcome::Rollback
-            };
-            *job_slot.lock() = Some(result);
-            outcome
-        }),
-        Box::new(move |commit: Result<CommitInfo, StoreError>| {
-            let _ = sender.send(commit);
-        }),
-    );
-    let commit = receiver.await.map_err(|_| StoreError::ShuttingDown)?;
-    let result = slot.lock().take();
-    match (result, commit) {
-        (Some(Err(e)), _) => Err(e),
-        (_, Err(e)) => Err(e.into()),
-        (Some(Ok(r)), Ok(_)) => Ok(r),
-        (None, Ok(_)) => Err(StoreError::JobPanicked("the storage job did not run".into()).into()),
     }
 }
 
@@ -859,7 +823,7 @@ impl FileStorage {
             .await
             .map_err(|e| BlobError::Io(std::io::Error::other(e.to_string())))??;
         let now_ms = self.rt.now_ms();
-        let id = write_job(&self.rt.inner.store, move |txn| {
+        let (id, _) = run_on_writer(&self.rt.inner.store, move |txn| {
             if let Some(grant) = &grant {
                 if !txn.collect(&by_nonce(&grant.nonce), Some(1))?.is_empty() {
                     return Err(StorageError::UploadUrlUsed);
