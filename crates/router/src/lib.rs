@@ -26,6 +26,7 @@ pub mod api;
 pub mod body;
 pub mod cors;
 pub mod credentials;
+mod dashboard_assets;
 pub mod error;
 pub mod http_action;
 pub mod response_body;
@@ -91,6 +92,9 @@ async fn route_api_port(
     }
     if path == "/http" || path.starts_with("/http/") {
         return http_action::handle(state, request, http_action::Mount::ApiHttpPrefix).await;
+    }
+    if dashboard_assets::is_dashboard_path(path) {
+        return dashboard_assets::handle(request.method(), path);
     }
     if path == "/instance_name" {
         if request.method() != Method::GET && request.method() != Method::HEAD {
