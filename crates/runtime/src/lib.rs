@@ -17,6 +17,7 @@ pub mod ctx;
 pub mod db;
 pub mod engine;
 pub mod error;
+pub mod observe;
 pub mod registry;
 mod request_id;
 pub mod scheduler;
@@ -33,6 +34,7 @@ pub use db::{
 };
 pub use engine::{CallRequest, CallResult, Caller, Clock, ReadAt, Runtime, RuntimeConfig};
 pub use error::FnError;
+pub use observe::{CallOutcome, FunctionLogEntry, HealthSample, Observer};
 pub use registry::{
     canonicalize_path, App, Args, CronSchedule, CronSpec, FunctionKind, FunctionSpec, NoArgs,
     Route, RoutePath, Visibility, SYSTEM_MODULE_PREFIX,
