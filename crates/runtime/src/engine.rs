@@ -463,6 +463,18 @@ impl Runtime {
         self.inner.now_ms()
     }
 
+    /// Every registered function (the app's and the built-in `_system/*` ones), sorted by path.
+    pub fn functions(&self) -> Vec<Arc<FunctionSpec>> {
+        let mut all: Vec<_> = self.inner.functions.values().cloned().collect();
+        all.sort_by(|a, b| a.path.cmp(&b.path));
+        all
+    }
+
+    /// The app's HTTP routes, in registration order.
+    pub fn routes(&self) -> Vec<crate::Route> {
+        self.inner.routes.iter().map(|r| r.route.clone()).collect()
+    }
+
     /// The function log and health figures of this deployment.
     pub fn observer(&self) -> &Arc<crate::observe::Observer> {
         &self.inner.observer

@@ -13,6 +13,7 @@
 //!   URLs, and the blob directory's bookkeeping (what is referenced, what to collect).
 //! - [`test_clock`]: the test clock's offset, persisted so test time survives a restart.
 
+pub mod admin;
 pub mod ctx;
 pub mod db;
 pub mod engine;
@@ -41,7 +42,7 @@ pub use registry::{
 };
 pub use request_id::RequestId;
 
-pub use scheduler::JobState;
+pub use scheduler::{CancelOutcome, JobState};
 pub use storage::{
     ActionStorage, FileStorage, StorageConfig, StorageError, StorageMetadata, StorageReader,
     StorageWriter,

@@ -91,6 +91,33 @@ pub(crate) fn cancel_job(txn: &mut dyn WriteOps, job_id: &str, now_ms: f64) -> R
     Ok(())
 }
 
+/// Cancel job `job_id` only if it is still pending; otherwise say what it is.
+pub(crate) fn cancel_if_pending(
+    txn: &mut dyn WriteOps,
+    job_id: &str,
+    now_ms: f64,
+) -> Result<super::CancelOutcome, FnError> {
+    use super::CancelOutcome;
+    let Ok(id) = DocumentId::decode(job_id) else {
+        return Ok(CancelOutcome::NoSuchJob);
+    };
+    if txn.table_name(id.table).as_deref() != Some(SCHEDULED_FUNCTIONS_TABLE) {
+        return Ok(CancelOutcome::NoSuchJob);
+    }
+    let Some(doc) = txn.get(id)? else {
+        return Ok(CancelOutcome::NoSuchJob);
+    };
+    match job_state(&doc) {
+        Some(state) if state == JobState::Pending.as_str() => {
+            set_state(txn, id, JobState::Canceled, None, Some(now_ms))?;
+            Ok(CancelOutcome::Canceled)
+        }
+        other => Ok(CancelOutcome::NotPending(
+            other.unwrap_or("unknown").to_string(),
+        )),
+    }
+}
+
 pub(super) fn by_state(state: JobState) -> IndexQuery {
     IndexQuery {
         table: SCHEDULED_FUNCTIONS_TABLE.to_string(),
