@@ -557,6 +557,15 @@ async fn delete(state: &AppState, body: &Json) -> Answer {
 
 // ---- functions ----------------------------------------------------------------------------------
 
+/// A canonical path as people write it: `messages.js:send` → `messages:send` (as Convex's
+/// dashboard and `npx convex logs` show it; both forms are accepted as input).
+fn display_path(path: &str) -> String {
+    match path.split_once(".js:") {
+        Some((module, function)) => format!("{module}:{function}"),
+        None => path.to_string(),
+    }
+}
+
 fn kind_name(kind: FunctionKind) -> &'static str {
     match kind {
         FunctionKind::Query => "query",
@@ -612,7 +621,7 @@ fn functions(state: &AppState) -> Response<ResponseBody> {
         .iter()
         .map(|f| {
             json!({
-                "path": f.path(),
+                "path": display_path(f.path()),
                 "kind": kind_name(f.kind()),
                 "visibility": match f.visibility() {
                     Visibility::Public => "public",
@@ -735,7 +744,7 @@ async fn run(state: &AppState, body: &Json, request_id: &RequestId) -> Answer {
 
 async fn logs(state: &AppState, params: &Params) -> Answer {
     let log = &state.runtime.observer().log;
-    let path_filter = params.get("path").map(str::to_string);
+    let path_filter = params.get("path").map(display_path);
     let outcome_filter = match params.get("outcome") {
         None => None,
         Some(o @ ("success" | "failure")) => Some(o.to_string()),
@@ -754,7 +763,11 @@ async fn logs(state: &AppState, params: &Params) -> Answer {
         }
         let matching: Vec<Json> = entries
             .iter()
-            .filter(|e| path_filter.as_deref().is_none_or(|p| e.path == p))
+            .filter(|e| {
+                path_filter
+                    .as_deref()
+                    .is_none_or(|p| display_path(&e.path) == p)
+            })
             .filter(|e| {
                 outcome_filter
                     .as_deref()
@@ -764,7 +777,7 @@ async fn logs(state: &AppState, params: &Params) -> Answer {
                 json!({
                     "id": e.id,
                     "timestamp": e.timestamp_ms,
-                    "path": e.path,
+                    "path": display_path(&e.path),
                     "kind": e.kind.map(kind_name),
                     "durationMs": e.duration_ms,
                     "outcome": e.outcome.as_str(),
