@@ -476,8 +476,8 @@ function fieldEditor(rows) {
         const name = e.name.value.trim();
         if (!name) continue;
         if (e.row.original !== undefined && e.remove.checked) {
-          // Convex's patch removes a field set to undefined; JSON spells it as a missing value.
-          value[name] = { $undefined: null };
+          // Convex's patch removes a field set to undefined; the API spells it {"$undefined": true}.
+          value[name] = { $undefined: true };
           continue;
         }
         const text = e.value.value;
