@@ -75,6 +75,8 @@ async fn count(server: &TestServer, table: &str) -> u64 {
         .unwrap()
 }
 
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
 const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/api/dashboard/tables"),
     ("GET", "/api/dashboard/documents?table=messages"),
@@ -104,7 +106,7 @@ async fn every_endpoint_refuses_without_the_admin_key() {
     for (method, path) in ENDPOINTS {
         let body =
             br#"{"table":"messages","document":{"body":"x"},"id":"x","path":"messages:list"}"#;
-        let cases: [(&[(&str, &str)], u16, &str); 3] = [
+        let cases: [(Headers, u16, &str); 3] = [
             (&[], 401, "MissingAdminKey"),
             (
                 &[("Authorization", bearer.as_str())],

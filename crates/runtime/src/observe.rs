@@ -390,11 +390,9 @@ impl Observer {
             rss_bytes: rss_bytes(),
             gauges,
         };
-        for i in 0..4 {
-            let calls = kinds[i].calls - base.kinds[i].calls;
-            sample.calls_per_sec[i] = calls as f64 / secs;
-            let delta: [u64; BUCKETS] =
-                std::array::from_fn(|b| kinds[i].buckets[b] - base.kinds[i].buckets[b]);
+        for (i, (now, before)) in kinds.iter().zip(&base.kinds).enumerate() {
+            sample.calls_per_sec[i] = (now.calls - before.calls) as f64 / secs;
+            let delta: [u64; BUCKETS] = std::array::from_fn(|b| now.buckets[b] - before.buckets[b]);
             sample.p50_ms[i] = quantile_ms(&delta, 0.50);
             sample.p99_ms[i] = quantile_ms(&delta, 0.99);
         }
