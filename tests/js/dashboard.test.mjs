@@ -245,7 +245,8 @@ describe("the dashboard in a real browser", { timeout: 900_000 }, () => {
       await page.waitForFunction((before) => document.querySelector("#page-info")?.textContent !== before, info);
     }
     assert.equal(seen.size, PAGED_DOCS, `saw ${seen.size} distinct documents in ${pages} pages`);
-    assert.equal(pages, PAGED_DOCS / 250);
+    // Convex's paging may end with an empty page after a full one.
+    assert.ok(pages === PAGED_DOCS / 250 || pages === PAGED_DOCS / 250 + 1, `${pages} pages`);
 
     // A lookup by index with an equality bound finds one document, which opens in display form.
     await page.selectOption("#index-select", "by_key");
@@ -338,7 +339,7 @@ describe("the dashboard in a real browser", { timeout: 900_000 }, () => {
     });
     await buyer.mutation(api.events.joinWaitingList, { eventId, userId: buyerId });
     const { jobs } = await adminJson("scheduled?state=pending");
-    const job = jobs.find((j) => (j.name ?? j.path) === "waitingList:expireOffer");
+    const job = jobs.find((j) => /^waitingList(\.js)?:expireOffer$/.test(j.name ?? j.path));
     assert.ok(job, `no pending expireOffer job: ${JSON.stringify(jobs)}`);
     const jobId = job._id ?? job.id;
 
@@ -369,7 +370,8 @@ describe("the dashboard in a real browser", { timeout: 900_000 }, () => {
     await page.screenshot({ path: path.join(SCREENSHOTS, "dashboard-data.png") });
 
     await goto("#/health");
-    await page.waitForSelector("#charts .chart-card svg.chart polyline");
+    // A flat line at zero has no height, so "attached" rather than "visible".
+    await page.waitForSelector("#charts .chart-card[data-series='rssBytes'] svg.chart polyline", { state: "attached" });
     await page.screenshot({ path: path.join(SCREENSHOTS, "dashboard-health.png"), fullPage: true });
   }));
 
