@@ -246,7 +246,47 @@ fn store_error(e: StoreError) -> DashError {
     }
 }
 
-async fn tables(state: &AppState) -> Answer {
+/// Document counts per table as of a commit timestamp. Counting reads the table's
+/// `by_creation_time` entries (about 175 ms for a million), so a count is reused until the commit
+/// log shows a write to its table.
+#[derive(Default)]
+pub struct CountCache {
+    counts: std::sync::Mutex<HashMap<String, (Timestamp, u64)>>,
+}
+
+impl CountCache {
+    fn get(&self, table: &str) -> Option<(Timestamp, u64)> {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.get(table).copied()
+    }
+    fn put(&self, table: &str, at: Timestamp, count: u64) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.insert(table.to_string(), (at, count));
+    }
+}
+
+/// Whether a commit in `(from, to]` wrote to `table`; true when the log no longer reaches back.
+fn table_written(
+    store: &tickethub_store::Store,
+    table: &str,
+    from: Timestamp,
+    to: Timestamp,
+) -> bool {
+    let Some(commits) = store.commit_log().since_complete(from) else {
+        return true;
+    };
+    commits
+        .iter()
+        .filter(|(ts, _)| *ts <= to)
+        .any(|(_, writes)| {
+            writes
+                .keys
+                .iter()
+                .any(|k| store.table_of_index(k.index) == Some(table))
+        })
+}
+
+async fn tables(state: &Arc<AppState>) -> Answer {
     let names: Vec<String> = state
         .runtime
         .store()
@@ -255,11 +295,26 @@ async fn tables(state: &AppState) -> Answer {
         .keys()
         .cloned()
         .collect();
+    let shared = state.clone();
     let tables = read(state, move |txn| {
+        let store = shared.runtime.store();
+        let at = txn.ts();
         names
             .iter()
             .map(|name| {
-                let count = txn.count(name).map_err(store_error)?;
+                let cached = shared.dashboard_counts.get(name);
+                let count = match cached {
+                    Some((ts, n))
+                        if ts == at || (ts < at && !table_written(store, name, ts, at)) =>
+                    {
+                        n
+                    }
+                    _ => {
+                        let n = txn.count(name).map_err(store_error)?;
+                        shared.dashboard_counts.put(name, at, n);
+                        n
+                    }
+                };
                 Ok(json!({"name": name, "system": name.starts_with('_'), "count": count}))
             })
             .collect::<Result<Vec<_>, DashError>>()

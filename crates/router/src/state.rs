@@ -58,6 +58,8 @@ pub struct AppState {
     pub sync: Arc<SyncHub>,
     /// The cap on open connections, shared by both listeners.
     pub connections: ConnectionLimit,
+    /// The dashboard's cached table counts.
+    pub(crate) dashboard_counts: crate::dashboard::CountCache,
 }
 
 impl AppState {
@@ -78,6 +80,7 @@ impl AppState {
             config,
             sync,
             connections,
+            dashboard_counts: Default::default(),
         })
     }
 }
