@@ -2,7 +2,8 @@
 # Benchmark for issue #12's target "the dashboard's own endpoints and streams add no measurable
 # cost to the function-call path when nobody has the dashboard open": point-query throughput of a
 # binary built from `main` (A, without the dashboard) against this branch's binary (B, with it),
-# same machine, same run, rounds interleaved A B A B ..., nobody opening /dashboard.
+# same machine, same run, rounds interleaved A B, B A, A B ..., nobody opening /dashboard.
+# First it prints each server's CPU time over 10 s with no requests at all.
 #
 #   bench/scripts/dashboard-ab.sh MAIN_BIN BRANCH_BIN [rounds] [seconds]
 #
@@ -49,9 +50,18 @@ echo "A = $A_BIN"
 echo "B = $B_BIN"
 echo "seeded $SEEDED users in each; $ROUNDS rounds of ${SECS}s per generator per binary; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 
+# Idle cost first: CPU time each server spends in 10 s with no requests at all.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+a0=$(cpu_ticks "${PIDS[0]}"); b0=$(cpu_ticks "${PIDS[1]}"); sleep 10
+a1=$(cpu_ticks "${PIDS[0]}"); b1=$(cpu_ticks "${PIDS[1]}")
+echo "idle 10 s, CPU time (clock ticks of $(getconf CLK_TCK)/s): A $((a1 - a0)), B $((b1 - b0))"
+
+# Rounds alternate the order (A B, then B A, ...) so a drift in the machine's load over the run
+# does not always fall on the same binary.
 declare -A WRK DRIVE
 for r in $(seq "$ROUNDS"); do
-  for s in A B; do
+  order="A B"; [ $((r % 2)) -eq 0 ] && order="B A"
+  for s in $order; do
     port_var=PORT_$s
     url="http://127.0.0.1:${!port_var}"
     out=$(SEEDED=$SEEDED wrk -t1 -c64 -d"${SECS}s" -s "$HERE/point-query.lua" "$url")
