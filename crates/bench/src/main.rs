@@ -1,4 +1,5 @@
-//! The benchmark command: `cargo run --release -p bench -- --quick|--full|--soak|--load-check|--fanout|--idle-cost`.
+//! The benchmark command: `cargo run --release -p bench -- --quick|--full|--soak|--load-check|--fanout|--idle-cost`,
+//! and `prepare-users --dir D --count N` (a data dir with N users, for `tickethub serve`).
 //!
 //! Module map:
 //! - [`loadgen`]: the one load generator (tokio + hyper keep-alive connections, HDR histogram).
@@ -122,6 +123,19 @@ enum Internal {
         /// Users to seed first (reads and updates need them).
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Users `seed-0 ..` already in the store (from an earlier `--seed` or `prepare-users`):
+        /// read them without seeding again.
+        #[arg(long, default_value_t = 0, conflicts_with = "seed")]
+        seeded: u64,
+    },
+    /// Write a data dir whose `users` table holds `--count` documents (`seed-0 ..`), for
+    /// `tickethub serve --data-dir` (the dashboard's first-page benchmark uses 1k and 1M).
+    PrepareUsers {
+        /// The data dir; must not hold a store yet, so a count is never added to an old one.
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        count: u64,
     },
 }
 
@@ -161,13 +175,17 @@ fn main() -> Result<()> {
         connections,
         seconds,
         seed,
+        seeded,
     }) = cli.command
     {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cli.client_threads.max(1))
             .enable_all()
             .build()?;
-        return runtime.block_on(drive(addr, workload, connections, seconds, seed));
+        return runtime.block_on(drive(addr, workload, connections, seconds, seed, seeded));
+    }
+    if let Some(Internal::PrepareUsers { dir, count }) = &cli.command {
+        return prepare_users(dir, *count);
     }
     let mode = if cli.full {
         Mode::Full
@@ -202,19 +220,42 @@ fn main() -> Result<()> {
     runtime.block_on(run(mode, &cli, command, work, results))
 }
 
+/// Bulk-load `count` users through the store itself (the same path the server writes), in the
+/// loader's batches, and print how long it took.
+fn prepare_users(dir: &std::path::Path, count: u64) -> Result<()> {
+    if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+        anyhow::bail!("{} is not empty; give a fresh directory", dir.display());
+    }
+    std::fs::create_dir_all(dir)?;
+    let started = std::time::Instant::now();
+    let store = storage::store_open(dir)?;
+    storage::store_load(&store, 0, count)?;
+    drop(store);
+    println!(
+        "prepared {} with {count} users in {:.1} s",
+        dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 async fn drive(
     addr: std::net::SocketAddr,
     workload: DriveWorkload,
     connections: usize,
     seconds: u64,
     seed: u64,
+    seeded: u64,
 ) -> Result<()> {
     use workloads::{Api, Mix, SeedIds, UsersWorkload};
     let api = Api::Convex { admin_key: None };
     let ids = if seed > 0 {
         suite::seed(addr, api.clone(), seed).await?
     } else {
-        std::sync::Arc::new(SeedIds::default())
+        std::sync::Arc::new(SeedIds {
+            count: seeded,
+            ..SeedIds::default()
+        })
     };
     let mix = match workload {
         DriveWorkload::Create => Mix::Create,

@@ -127,6 +127,19 @@ knob!(
     PINNED_SNAPSHOT_TTL: Duration(ms) = 30_000, min 100, max 600_000
 );
 knob!(
+    /// Function calls the in-memory function log keeps (the dashboard's Logs page and, later,
+    /// `npx convex logs` read it); older entries are dropped.
+    FUNCTION_LOG_CAPACITY: usize = 1000, min 1, max 1_000_000
+);
+knob!(
+    /// How often the health sampler records the deployment's figures (dashboard Health page).
+    HEALTH_SAMPLE_INTERVAL: Duration(ms) = 5_000, min 100, max 600_000
+);
+knob!(
+    /// Samples the health ring keeps (with the default interval: the last 10 minutes).
+    HEALTH_SAMPLES_KEPT: usize = 120, min 1, max 100_000
+);
+knob!(
     /// Scheduled functions and crons running at once.
     SCHEDULER_MAX_CONCURRENT_JOBS: usize = 16, min 1, max 1024
 );

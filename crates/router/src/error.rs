@@ -72,6 +72,16 @@ pub enum ErrorCode {
     FileNotFound,
     /// File storage: the `Range` asks for bytes the file does not have, or for several ranges.
     RangeNotSatisfiable,
+    /// Dashboard and `/metrics`: no admin key was given (none at all, or a user's token).
+    MissingAdminKey,
+    /// Dashboard: no document has this id.
+    DocumentNotFound,
+    /// Dashboard: an edit that does not match the table's schema; nothing was written.
+    SchemaValidationError,
+    /// Dashboard: only a pending scheduled job can be canceled.
+    NotPending,
+    /// Dashboard: no scheduled job has this id.
+    JobNotFound,
 }
 
 impl ErrorCode {
@@ -106,6 +116,11 @@ impl ErrorCode {
             ErrorCode::InvalidStoragePath => "InvalidStoragePath",
             ErrorCode::FileNotFound => "FileNotFound",
             ErrorCode::RangeNotSatisfiable => "RangeNotSatisfiable",
+            ErrorCode::MissingAdminKey => "MissingAdminKey",
+            ErrorCode::DocumentNotFound => "DocumentNotFound",
+            ErrorCode::SchemaValidationError => "SchemaValidationError",
+            ErrorCode::NotPending => "NotPending",
+            ErrorCode::JobNotFound => "JobNotFound",
         }
     }
 
@@ -151,6 +166,10 @@ impl ErrorCode {
             ErrorCode::FileTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::FileNotFound => StatusCode::NOT_FOUND,
             ErrorCode::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
+            ErrorCode::MissingAdminKey => StatusCode::UNAUTHORIZED,
+            ErrorCode::DocumentNotFound | ErrorCode::JobNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::SchemaValidationError => StatusCode::BAD_REQUEST,
+            ErrorCode::NotPending => StatusCode::CONFLICT,
         }
     }
 }

@@ -12,6 +12,7 @@
 //!   [`Authenticator`], and the `Convex-Client` header check.
 //! - [`body`]: size-limited body reading and JSON parsing with clear errors.
 //! - [`cors`]: CORS for `/api/*`.
+//! - [`dashboard`]: the admin-only `/api/dashboard/*` JSON API and `GET /metrics`.
 //! - [`storage`]: file storage over HTTP: `POST /api/storage/upload?token=…` (streamed to disk)
 //!   and `GET /api/storage/<uuid>` (streamed from disk, with `Range`).
 //! - [`response_body`]: [`ResponseBody`], buffered or streamed.
@@ -26,6 +27,8 @@ pub mod api;
 pub mod body;
 pub mod cors;
 pub mod credentials;
+pub mod dashboard;
+mod dashboard_assets;
 pub mod error;
 pub mod http_action;
 pub mod response_body;
@@ -74,6 +77,13 @@ async fn route_api_port(
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let path = request.uri().path();
+    // Before CORS: the dashboard's API serves its own origin only.
+    if dashboard::is_dashboard_api(path) {
+        return dashboard::handle(state, request).await;
+    }
+    if path == "/metrics" {
+        return dashboard::metrics(state, request).await;
+    }
     if path.starts_with("/api/") || path == "/api" {
         let origin = request.headers().get(http::header::ORIGIN).cloned();
         if request.method() == Method::OPTIONS {
@@ -91,6 +101,9 @@ async fn route_api_port(
     }
     if path == "/http" || path.starts_with("/http/") {
         return http_action::handle(state, request, http_action::Mount::ApiHttpPrefix).await;
+    }
+    if dashboard_assets::is_dashboard_path(path) {
+        return dashboard_assets::handle(request.method(), path);
     }
     if path == "/instance_name" {
         if request.method() != Method::GET && request.method() != Method::HEAD {

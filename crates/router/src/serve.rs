@@ -73,6 +73,12 @@ impl ConnectionLimit {
         self.max - self.open.available_permits()
     }
 
+    /// [`ConnectionLimit::open`] as a function that can outlive this borrow (health gauges).
+    pub(crate) fn open_counter(&self) -> impl Fn() -> usize + Send + Sync + 'static {
+        let (max, open) = (self.max, self.open.clone());
+        move || max - open.available_permits()
+    }
+
     fn try_open(&self) -> Option<ConnectionSlot> {
         self.open
             .clone()

@@ -58,6 +58,8 @@ pub struct AppState {
     pub sync: Arc<SyncHub>,
     /// The cap on open connections, shared by both listeners.
     pub connections: ConnectionLimit,
+    /// The dashboard's cached table counts.
+    pub(crate) dashboard_counts: crate::dashboard::CountCache,
 }
 
 impl AppState {
@@ -71,12 +73,38 @@ impl AppState {
             Arc::new(crate::sync_endpoint::SocketAuth(authenticator.clone())),
         );
         let connections = ConnectionLimit::new(config.max_connections);
+        register_gauges(&runtime, &connections, &sync);
         Arc::new(AppState {
             runtime,
             authenticator,
             config,
             sync,
             connections,
+            dashboard_counts: Default::default(),
         })
     }
+}
+
+/// The figures only the HTTP layer knows, sampled with the runtime's health figures.
+fn register_gauges(runtime: &Runtime, connections: &ConnectionLimit, sync: &Arc<SyncHub>) {
+    let observer = runtime.observer();
+    let open = connections.open_counter();
+    observer.register_gauge("httpConnections", Arc::new(move || open() as f64));
+    // Weak: the hub holds the runtime, so a strong reference here would keep both alive.
+    let hub = Arc::downgrade(sync);
+    observer.register_gauge(
+        "wsConnections",
+        Arc::new(move || {
+            hub.upgrade().map_or(0.0, |h| {
+                h.metrics
+                    .connections_open
+                    .load(std::sync::atomic::Ordering::Relaxed) as f64
+            })
+        }),
+    );
+    let hub = Arc::downgrade(sync);
+    observer.register_gauge(
+        "subscriptions",
+        Arc::new(move || hub.upgrade().map_or(0.0, |h| h.subscription_count() as f64)),
+    );
 }

@@ -147,6 +147,8 @@ pub(crate) struct Inner {
     pins: Mutex<VecDeque<PinnedSnapshot>>,
     pub(crate) sched: SchedulerState,
     pub(crate) storage: Option<Arc<crate::storage::StorageState>>,
+    /// The function log and health figures (dashboard, `/metrics`).
+    pub(crate) observer: Arc<crate::observe::Observer>,
 }
 
 fn system_now_ms() -> f64 {
@@ -251,6 +253,16 @@ impl Runtime {
             Some(storage) => Some(crate::storage::open(storage, &store)?),
             None => None,
         };
+        let observer = Arc::new(crate::observe::Observer::new(
+            *tickethub_knobs::FUNCTION_LOG_CAPACITY,
+            *tickethub_knobs::HEALTH_SAMPLES_KEPT,
+        ));
+        let on_commit = observer.clone();
+        store.on_commit(Box::new(move |batch| {
+            if let Some(last) = batch.last() {
+                on_commit.record_batch(batch.len(), last.ts);
+            }
+        }));
         let mut system = App::system();
         crate::scheduler::register_system_functions(&mut system);
         crate::storage::register_system_functions(&mut system);
@@ -272,6 +284,7 @@ impl Runtime {
                 pins: Mutex::new(VecDeque::new()),
                 sched: SchedulerState::default(),
                 storage,
+                observer,
             }),
         })
     }
@@ -280,6 +293,30 @@ impl Runtime {
     /// the server was down runs once.
     pub fn start_background(&self) {
         crate::scheduler::start_background(self);
+        self.start_health_sampler();
+    }
+
+    /// Sample the health figures every `HEALTH_SAMPLE_INTERVAL` into the observer's ring. The
+    /// task holds the runtime weakly and ends when the runtime is dropped.
+    fn start_health_sampler(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let every = *tickethub_knobs::HEALTH_SAMPLE_INTERVAL;
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let rt = Runtime { inner };
+                rt.sample_health();
+            }
+        });
+    }
+
+    /// Take one health sample now (the sampler does it periodically; tests call it directly).
+    pub fn sample_health(&self) -> Arc<crate::observe::HealthSample> {
+        let db_bytes = self.inner.store.disk_bytes() as f64;
+        self.inner.observer.sample(system_now_ms(), db_bytes)
     }
 
     pub fn store(&self) -> &Store {
@@ -309,6 +346,7 @@ impl Runtime {
                 request.expected_kind,
                 request.read_at,
                 logs.clone(),
+                Record::TopLevel(Some(request.request_id.to_string())),
             )
             .instrument(span)
             .await;
@@ -329,7 +367,16 @@ impl Runtime {
         expected: Option<FunctionKind>,
         logs: LogSink,
     ) -> BoxFuture<'static, Execution> {
-        self.execute_at(path, args, auth, access, expected, ReadAt::Latest, logs)
+        self.execute_at(
+            path,
+            args,
+            auth,
+            access,
+            expected,
+            ReadAt::Latest,
+            logs,
+            Record::Nested,
+        )
     }
 
     /// Resolve and run one function, logging one line about it. Boxed: actions call back in.
@@ -343,6 +390,7 @@ impl Runtime {
         expected: Option<FunctionKind>,
         read_at: ReadAt,
         logs: LogSink,
+        record: Record,
     ) -> BoxFuture<'static, Execution> {
         let rt = self.clone();
         // One span per function call (nested calls from actions get their own, inside it).
@@ -354,13 +402,28 @@ impl Runtime {
                     Ok(spec) => spec,
                     Err(e) => {
                         log_call(&path, None, started, Some(&e));
+                        if let Record::TopLevel(request_id) = record {
+                            rt.record_call(&path, None, started, Some(&e), &logs, request_id);
+                        }
                         return Execution::failed(e);
                     }
                 };
                 tracing::Span::current().record("kind", spec.kind.as_str());
-                let execution = rt.run_spec(spec.clone(), args, auth, read_at, logs).await;
+                let execution = rt
+                    .run_spec(spec.clone(), args, auth, read_at, logs.clone())
+                    .await;
                 let error = execution.outcome.as_ref().err();
                 log_call(&spec.path, Some(spec.kind), started, error);
+                if let Record::TopLevel(request_id) = record {
+                    rt.record_call(
+                        &spec.path,
+                        Some(spec.kind),
+                        started,
+                        error,
+                        &logs,
+                        request_id,
+                    );
+                }
                 execution
             }
             .instrument(span),
@@ -400,10 +463,58 @@ impl Runtime {
         self.inner.now_ms()
     }
 
+    /// Every registered function (the app's and the built-in `_system/*` ones), sorted by path.
+    pub fn functions(&self) -> Vec<Arc<FunctionSpec>> {
+        let mut all: Vec<_> = self.inner.functions.values().cloned().collect();
+        all.sort_by(|a, b| a.path.cmp(&b.path));
+        all
+    }
+
+    /// The app's HTTP routes, in registration order.
+    pub fn routes(&self) -> Vec<crate::Route> {
+        self.inner.routes.iter().map(|r| r.route.clone()).collect()
+    }
+
+    /// The function log and health figures of this deployment.
+    pub fn observer(&self) -> &Arc<crate::observe::Observer> {
+        &self.inner.observer
+    }
+
+    /// Append a finished top-level call to the function log and count it.
+    pub(crate) fn record_call(
+        &self,
+        path: &str,
+        kind: Option<FunctionKind>,
+        started: Instant,
+        error: Option<&FnError>,
+        logs: &LogSink,
+        request_id: Option<String>,
+    ) {
+        self.inner.observer.record_call(
+            crate::observe::FinishedCall {
+                path,
+                kind,
+                started,
+                error,
+                log_lines: logs.lines(),
+                request_id,
+            },
+            self.now_ms(),
+        );
+    }
+
     /// Stop the background loops and wait for in-flight scheduled jobs.
     pub async fn shutdown(&self) {
         crate::scheduler::shutdown(self).await;
     }
+}
+
+/// Whether a call goes into the function log: top-level calls do (client requests, scheduled
+/// jobs); calls an action makes are part of their caller's entry.
+pub(crate) enum Record {
+    /// With the client request's id, if any.
+    TopLevel(Option<String>),
+    Nested,
 }
 
 /// Milliseconds with three decimals, formatted only if the log line is emitted.

@@ -13,10 +13,12 @@
 //!   URLs, and the blob directory's bookkeeping (what is referenced, what to collect).
 //! - [`test_clock`]: the test clock's offset, persisted so test time survives a restart.
 
+pub mod admin;
 pub mod ctx;
 pub mod db;
 pub mod engine;
 pub mod error;
+pub mod observe;
 pub mod registry;
 mod request_id;
 pub mod scheduler;
@@ -33,13 +35,14 @@ pub use db::{
 };
 pub use engine::{CallRequest, CallResult, Caller, Clock, ReadAt, Runtime, RuntimeConfig};
 pub use error::FnError;
+pub use observe::{CallOutcome, FunctionLogEntry, HealthSample, Observer};
 pub use registry::{
     canonicalize_path, App, Args, CronSchedule, CronSpec, FunctionKind, FunctionSpec, NoArgs,
     Route, RoutePath, Visibility, SYSTEM_MODULE_PREFIX,
 };
 pub use request_id::RequestId;
 
-pub use scheduler::JobState;
+pub use scheduler::{CancelOutcome, JobState};
 pub use storage::{
     ActionStorage, FileStorage, StorageConfig, StorageError, StorageMetadata, StorageReader,
     StorageWriter,

@@ -180,6 +180,25 @@ pub(crate) async fn schedule_standalone(
     Ok(id.encode())
 }
 
+/// What [`Runtime::cancel_pending_job`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    Canceled,
+    /// The job is running or finished; its state's kind (`inProgress`, `success`, ...).
+    NotPending(String),
+    /// No scheduled job has this id.
+    NoSuchJob,
+}
+
+impl Runtime {
+    /// Cancel a scheduled job that has not started (the dashboard's cancel button). Unlike
+    /// `ctx.scheduler.cancel`, which ignores finished jobs, this says why nothing happened.
+    pub async fn cancel_pending_job(&self, job_id: String) -> Result<CancelOutcome, FnError> {
+        let now = self.now_ms();
+        system_mutation(self, move |txn| jobs::cancel_if_pending(txn, &job_id, now)).await
+    }
+}
+
 pub(crate) async fn cancel_standalone(rt: &Runtime, job_id: String) -> Result<(), FnError> {
     let now = rt.now_ms();
     system_mutation(rt, move |txn| cancel_job(txn, &job_id, now)).await

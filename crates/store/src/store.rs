@@ -13,7 +13,7 @@ use tickethub_knobs as knobs;
 
 use crate::catalog::Catalog;
 use crate::connection::{open_connection, ReaderPool, Role};
-use crate::log::CommitLog;
+use crate::log::{CommitLog, IndexId};
 use crate::migrate::{migrate, Migrated};
 use crate::writer::{CreationClock, Message, Shared, Writer};
 use crate::{ReadTxn, Schema, StoreError, Timestamp, WriteSet, WriteTxn};
@@ -91,6 +91,8 @@ struct Inner {
     queue_capacity: usize,
     writer: Mutex<Option<JoinHandle<()>>>,
     shared: Arc<Shared>,
+    /// The database file (its size, with the WAL's, is the database size operators see).
+    db_path: std::path::PathBuf,
 }
 
 impl Store {
@@ -148,6 +150,7 @@ impl Store {
                 queue_capacity,
                 writer: Mutex::new(Some(handle)),
                 shared,
+                db_path: path,
             }),
         })
     }
@@ -247,6 +250,25 @@ impl Store {
     /// The recent commits and the keys they wrote.
     pub fn commit_log(&self) -> &CommitLog {
         &self.inner.shared.log
+    }
+
+    /// The table an index belongs to (from the catalog, no I/O): what a commit log entry's keys
+    /// name.
+    pub fn table_of_index(&self, index: IndexId) -> Option<&str> {
+        self.inner
+            .catalog
+            .by_name
+            .values()
+            .find(|t| t.all_indexes().any(|i| i.id == index))
+            .map(|t| t.def.name.as_str())
+    }
+
+    /// Bytes on disk: the database file plus its WAL.
+    pub fn disk_bytes(&self) -> u64 {
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let mut wal = self.inner.db_path.clone().into_os_string();
+        wal.push("-wal");
+        size(&self.inner.db_path) + size(Path::new(&wal))
     }
 
     /// The schema the store was opened with.

@@ -499,6 +499,16 @@ impl SyncHub {
     /// Every commit up to here has been matched against the subscriptions (and the sessions it
     /// touched marked): a session's results reflect everything up to it once it re-runs its
     /// marked queries.
+    /// Live subscriptions (queries subscribed over all sessions), for the health figures.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions
+            .lock()
+            .sessions
+            .values()
+            .map(|s| s.queries.len())
+            .sum()
+    }
+
     pub fn processed_ts(&self) -> Timestamp {
         *self.processed.borrow()
     }

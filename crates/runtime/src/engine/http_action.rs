@@ -37,7 +37,7 @@ impl Runtime {
         let ctx = ActionCtx::new(
             self.clone(),
             Auth::new(caller.identity, self.inner.config.auth_enabled),
-            logs,
+            logs.clone(),
         );
         let result = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(ctx, request))) {
             Ok(future) => tokio::spawn(future.instrument(span.clone()))
@@ -53,6 +53,14 @@ impl Runtime {
                 result.as_ref().err(),
             )
         });
+        self.record_call(
+            &label,
+            Some(FunctionKind::HttpAction),
+            started,
+            result.as_ref().err(),
+            &logs,
+            Some(request_id.to_string()),
+        );
         Some(result)
     }
 }

@@ -91,6 +91,33 @@ pub(crate) fn cancel_job(txn: &mut dyn WriteOps, job_id: &str, now_ms: f64) -> R
     Ok(())
 }
 
+/// Cancel job `job_id` only if it is still pending; otherwise say what it is.
+pub(crate) fn cancel_if_pending(
+    txn: &mut dyn WriteOps,
+    job_id: &str,
+    now_ms: f64,
+) -> Result<super::CancelOutcome, FnError> {
+    use super::CancelOutcome;
+    let Ok(id) = DocumentId::decode(job_id) else {
+        return Ok(CancelOutcome::NoSuchJob);
+    };
+    if txn.table_name(id.table).as_deref() != Some(SCHEDULED_FUNCTIONS_TABLE) {
+        return Ok(CancelOutcome::NoSuchJob);
+    }
+    let Some(doc) = txn.get(id)? else {
+        return Ok(CancelOutcome::NoSuchJob);
+    };
+    match job_state(&doc) {
+        Some(state) if state == JobState::Pending.as_str() => {
+            set_state(txn, id, JobState::Canceled, None, Some(now_ms))?;
+            Ok(CancelOutcome::Canceled)
+        }
+        other => Ok(CancelOutcome::NotPending(
+            other.unwrap_or("unknown").to_string(),
+        )),
+    }
+}
+
 pub(super) fn by_state(state: JobState) -> IndexQuery {
     IndexQuery {
         table: SCHEDULED_FUNCTIONS_TABLE.to_string(),
@@ -166,18 +193,24 @@ async fn run_scheduled_mutation(rt: &Runtime, spec: Arc<FunctionSpec>, job: DueJ
     let inner = rt.inner.clone();
     let auth = admin(rt);
     let path = spec.path.clone();
+    let logs = LogSink::default();
+    let job_logs = logs.clone();
     // Ok(true) ran and committed, Ok(false) skipped (no longer pending), Err failed.
     let result = system_mutation(rt, move |txn| {
         if !is_pending(&*txn, id)? {
             return Ok(false);
         }
-        let run = run_mutation_in_txn(&inner, &spec, txn, &auth, &LogSink::default(), job.args);
+        let run = run_mutation_in_txn(&inner, &spec, txn, &auth, &job_logs, job.args);
         run.result?;
         let now = inner.now_ms();
         set_state(txn, id, JobState::Success, None, Some(now))?;
         Ok(true)
     })
     .await;
+    if !matches!(result, Ok(false)) {
+        let kind = Some(crate::FunctionKind::Mutation);
+        rt.record_call(&path, kind, started, result.as_ref().err(), &logs, None);
+    }
     match result {
         Ok(true) => {
             tracing::info!(job = %id, path, duration_ms = started.elapsed().as_secs_f64() * 1000.0, "scheduled mutation succeeded")
@@ -208,15 +241,25 @@ async fn run_scheduled_action(rt: &Runtime, spec: Arc<FunctionSpec>, job: DueJob
             return;
         }
     }
+    let started = std::time::Instant::now();
+    let logs = LogSink::default();
     let execution = rt
         .run_spec(
             spec.clone(),
             job.args,
             admin(rt),
             ReadAt::Latest,
-            LogSink::default(),
+            logs.clone(),
         )
         .await;
+    rt.record_call(
+        &spec.path,
+        Some(spec.kind),
+        started,
+        execution.outcome.as_ref().err(),
+        &logs,
+        None,
+    );
     let result = match execution.outcome {
         Ok(_) => {
             tracing::info!(job = %id, path = spec.path, "scheduled action succeeded");
