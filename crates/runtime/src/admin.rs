@@ -5,6 +5,7 @@
 use tickethub_store::DocReader;
 use tickethub_value::{DocumentId, Object, Value};
 
+use crate::db::WriteOps;
 use crate::writer::run_on_writer;
 use crate::{FnError, Runtime};
 
@@ -32,7 +33,7 @@ impl Runtime {
     /// Insert `fields` into `table`; the new document's id.
     pub async fn admin_insert(&self, table: String, fields: Object) -> Result<String, FnError> {
         refuse_system_table(&table)?;
-        let (id, _) = run_on_writer(&self.inner.store, move |txn| {
+        let (id, _) = run_on_writer(&self.inner.store, move |txn| -> Result<_, FnError> {
             Ok(txn.insert_doc(&table, fields)?)
         })
         .await?;
@@ -41,7 +42,7 @@ impl Runtime {
 
     /// Shallow-merge `changes` into document `id` (Convex's `db.patch`).
     pub async fn admin_patch(&self, id: String, changes: Vec<FieldChange>) -> Result<(), FnError> {
-        run_on_writer(&self.inner.store, move |txn| {
+        run_on_writer(&self.inner.store, move |txn| -> Result<_, FnError> {
             let (decoded, table) = table_of(&*txn, &id)?;
             refuse_system_table(&table)?;
             Ok(txn.patch_doc(decoded, changes)?)
@@ -52,7 +53,7 @@ impl Runtime {
 
     /// Delete document `id`.
     pub async fn admin_delete(&self, id: String) -> Result<(), FnError> {
-        run_on_writer(&self.inner.store, move |txn| {
+        run_on_writer(&self.inner.store, move |txn| -> Result<_, FnError> {
             let (decoded, table) = table_of(&*txn, &id)?;
             refuse_system_table(&table)?;
             Ok(txn.delete_doc(decoded)?)
