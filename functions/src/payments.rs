@@ -323,16 +323,18 @@ struct StripeEventRow<'a> {
     received_at: f64,
 }
 
-fn already_processed(ctx: &MutationCtx, stripe_event_id: &str) -> Result<bool, FnError> {
+/// The record of Stripe event `stripe_event_id`, once it was processed.
+fn stripe_event(db: &impl ReadDb, stripe_event_id: &str) -> Result<Option<Doc>, FnError> {
     let stripe_event_id = stripe_event_id.to_string();
-    let seen = ctx
-        .db
-        .query(STRIPE_EVENTS)
+    db.table(STRIPE_EVENTS)
         .with_index("by_stripe_event_id", move |q| {
             q.eq("stripeEventId", stripe_event_id)
         })
-        .first()?;
-    Ok(seen.is_some())
+        .first()
+}
+
+fn already_processed(ctx: &MutationCtx, stripe_event_id: &str) -> Result<bool, FnError> {
+    Ok(stripe_event(&ctx.db, stripe_event_id)?.is_some())
 }
 
 fn record_processed(
@@ -656,11 +658,5 @@ pub struct StripeEventIdArgs {
 /// Whether (and how) a Stripe event was processed: its `stripeEvents` row, or null. Internal:
 /// for operators (with the admin key) answering "did this delivery do anything?".
 fn get_stripe_event(ctx: &QueryCtx, args: StripeEventIdArgs) -> Result<Option<Doc>, FnError> {
-    let stripe_event_id = args.stripe_event_id;
-    ctx.db
-        .query(STRIPE_EVENTS)
-        .with_index("by_stripe_event_id", move |q| {
-            q.eq("stripeEventId", stripe_event_id)
-        })
-        .first()
+    stripe_event(&ctx.db, &args.stripe_event_id)
 }
