@@ -203,15 +203,12 @@ pub mod idle_cost {
     use std::time::{Duration, Instant};
 
     use anyhow::{bail, Context, Result};
-    use bytes::Bytes;
     use futures_util::{SinkExt, StreamExt};
-    use http_body_util::Full;
-    use hyper::{Method, Request};
     use tokio_tungstenite::tungstenite::Message;
 
     use crate::loadgen::send_once;
     use crate::procs::ServerProc;
-    use crate::servers::{self, Tickethub, ADMIN_KEY};
+    use crate::servers::{self, Tickethub};
     use crate::workloads::convex_call;
 
     type Socket = tokio_tungstenite::WebSocketStream<
@@ -309,7 +306,7 @@ pub mod idle_cost {
         subscribers: usize,
         commits: u64,
     ) -> Result<Phase> {
-        let before = metrics(api).await?;
+        let before: DispatchCounters = crate::live::sync_metrics(api).await?;
         let cpu_before = cpu_ticks(server.pid());
         let mut latencies = Vec::with_capacity(commits as usize);
         for i in 0..commits {
@@ -320,7 +317,7 @@ pub mod idle_cost {
         let cpu = cpu_ticks(server.pid()) - cpu_before;
         // Let the dispatcher finish the last batch before reading its counters.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let after = metrics(api).await?;
+        let after: DispatchCounters = crate::live::sync_metrics(api).await?;
         latencies.sort();
         let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_micros() as u64;
         let mean_us = latencies.iter().map(|d| d.as_micros() as f64).sum::<f64>()
@@ -331,8 +328,8 @@ pub mod idle_cost {
             p99_us: at(0.99),
             mean_us,
             server_cpu_us_per_commit: cpu as f64 * 1e6 / TICKS_PER_SECOND / commits.max(1) as f64,
-            sessions_woken: after.0 - before.0,
-            commits_dispatched: after.1 - before.1,
+            sessions_woken: after.sessions_woken - before.sessions_woken,
+            commits_dispatched: after.commits_dispatched - before.commits_dispatched,
         })
     }
 
@@ -387,24 +384,12 @@ pub mod idle_cost {
         }
     }
 
-    /// (sessionsWoken, commitsDispatched) from `/api/sync_metrics`.
-    async fn metrics(api: SocketAddr) -> Result<(u64, u64)> {
-        let request = Request::builder()
-            .method(Method::GET)
-            .uri("/api/sync_metrics")
-            .header("host", "127.0.0.1")
-            .header("authorization", format!("Convex {ADMIN_KEY}"))
-            .body(Full::new(Bytes::new()))
-            .expect("valid request");
-        let (status, body) = send_once(api, request)
-            .await
-            .map_err(|e| anyhow::anyhow!("/api/sync_metrics: {e}"))?;
-        if !status.is_success() {
-            bail!("/api/sync_metrics: {status}");
-        }
-        let json: serde_json::Value = serde_json::from_slice(&body)?;
-        let field = |name: &str| json[name].as_u64().unwrap_or(0);
-        Ok((field("sessionsWoken"), field("commitsDispatched")))
+    /// The dispatcher's counters from `/api/sync_metrics`.
+    #[derive(Clone, Copy, Default, serde::Deserialize)]
+    #[serde(default, rename_all = "camelCase")]
+    struct DispatchCounters {
+        sessions_woken: u64,
+        commits_dispatched: u64,
     }
 
     /// utime + stime of a process, in clock ticks.

@@ -159,7 +159,7 @@ pub async fn run(
     let server_cpu_before = cpu_ticks(th.server.pid());
     let client_cpu_before = cpu_ticks(std::process::id());
     for round in 0..settings.rounds {
-        let executions_before = sync_metrics(api).await?.query_executions;
+        let executions_before = sync_metrics::<SyncMetrics>(api).await?.query_executions;
         let outcome = hot_round(api, round, n, &mut rx).await?;
         for latency in &outcome.latencies {
             record(&mut histogram, *latency);
@@ -172,7 +172,8 @@ pub async fn run(
         missed += outcome.missed;
         // The next round only starts once this one is fully delivered, so its executions are
         // all in by now.
-        executions_per_round.push(sync_metrics(api).await?.query_executions - executions_before);
+        executions_per_round
+            .push(sync_metrics::<SyncMetrics>(api).await?.query_executions - executions_before);
     }
     let server_cpu = cpu_ticks(th.server.pid()) - server_cpu_before;
     let client_cpu = cpu_ticks(std::process::id()) - client_cpu_before;
@@ -192,14 +193,14 @@ pub async fn run(
     };
 
     progress("query executions for unrelated commits");
-    let start = sync_metrics(api).await?;
+    let start: SyncMetrics = sync_metrics(api).await?;
     for i in 0..UNRELATED_COMMITS {
         unrelated_commit(api, i).await?;
     }
     // The sessions wake for each commit; wait until they have all gone quiet.
     let quiet = wait_quiet(api).await?;
     let hot = hot_round(api, settings.rounds, n, &mut rx).await?;
-    let end = sync_metrics(api).await?;
+    let end: SyncMetrics = sync_metrics(api).await?;
     let executions = ExecutionsResult {
         unrelated_commits: UNRELATED_COMMITS,
         unrelated_executions: quiet.query_executions - start.query_executions,
@@ -482,7 +483,7 @@ async fn open_one(api: SocketAddr, index: usize, handshake: Handshake) -> Result
 async fn check_open(api: SocketAddr, expected: usize) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let open = sync_metrics(api).await?.connections_open;
+        let open = sync_metrics::<SyncMetrics>(api).await?.connections_open;
         if open == expected as u64 {
             return Ok(());
         }
@@ -501,7 +502,8 @@ struct SyncMetrics {
     transitions_sent: u64,
 }
 
-async fn sync_metrics(api: SocketAddr) -> Result<SyncMetrics> {
+/// `/api/sync_metrics`, decoded into whichever counters the caller wants.
+pub(crate) async fn sync_metrics<T: serde::de::DeserializeOwned>(api: SocketAddr) -> Result<T> {
     let request = Request::builder()
         .method(Method::GET)
         .uri("/api/sync_metrics")
@@ -523,11 +525,11 @@ async fn sync_metrics(api: SocketAddr) -> Result<SyncMetrics> {
 
 /// Metrics once `transitionsSent` has stopped moving for a while.
 async fn wait_quiet(api: SocketAddr) -> Result<SyncMetrics> {
-    let mut last = sync_metrics(api).await?;
+    let mut last: SyncMetrics = sync_metrics(api).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = sync_metrics(api).await?;
+        let now: SyncMetrics = sync_metrics(api).await?;
         if now.transitions_sent == last.transitions_sent || Instant::now() > deadline {
             return Ok(now);
         }
