@@ -346,7 +346,7 @@ impl Runtime {
                 request.expected_kind,
                 request.read_at,
                 logs.clone(),
-                Record::TopLevel(Some(request.request_id.to_string())),
+                Record::TopLevel(Some(request.request_id)),
             )
             .instrument(span)
             .await;
@@ -403,7 +403,8 @@ impl Runtime {
                     Err(e) => {
                         log_call(&path, None, started, Some(&e));
                         if let Record::TopLevel(request_id) = record {
-                            rt.record_call(&path, None, started, Some(&e), &logs, request_id);
+                            let path = Arc::from(path.as_str());
+                            rt.record_call(path, None, started, Some(&e), &logs, request_id);
                         }
                         return Execution::failed(e);
                     }
@@ -416,7 +417,7 @@ impl Runtime {
                 log_call(&spec.path, Some(spec.kind), started, error);
                 if let Record::TopLevel(request_id) = record {
                     rt.record_call(
-                        &spec.path,
+                        spec.path.clone(),
                         Some(spec.kind),
                         started,
                         error,
@@ -483,12 +484,12 @@ impl Runtime {
     /// Append a finished top-level call to the function log and count it.
     pub(crate) fn record_call(
         &self,
-        path: &str,
+        path: Arc<str>,
         kind: Option<FunctionKind>,
         started: Instant,
         error: Option<&FnError>,
         logs: &LogSink,
-        request_id: Option<String>,
+        request_id: Option<RequestId>,
     ) {
         self.inner.observer.record_call(
             crate::observe::FinishedCall {
@@ -497,7 +498,7 @@ impl Runtime {
                 started,
                 error,
                 log_lines: logs.lines(),
-                request_id,
+                request_id: request_id.map(RequestId::into_string),
             },
             self.now_ms(),
         );
@@ -513,7 +514,7 @@ impl Runtime {
 /// jobs); calls an action makes are part of their caller's entry.
 pub(crate) enum Record {
     /// With the client request's id, if any.
-    TopLevel(Option<String>),
+    TopLevel(Option<RequestId>),
     Nested,
 }
 

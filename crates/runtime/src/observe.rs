@@ -2,16 +2,17 @@
 //! in a bounded ring) and the health figures (counters on the call and commit paths, sampled
 //! every few seconds into a bounded ring).
 //!
-//! Cost when nobody reads: one entry built per call (its text formatted before any lock is
-//! taken), one short lock to push it, a few relaxed atomic increments. Readers copy out `Arc`s.
+//! Cost when nobody reads: one entry moved into the ring under a short lock (the path is the
+//! registry's shared `Arc<str>`, the request id is moved, not copied), and a few relaxed atomic
+//! increments. Waking long polls costs nothing while none waits. Readers copy entries out.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::{FnError, FunctionKind, Timestamp, Value};
 
@@ -39,7 +40,7 @@ pub struct FunctionLogEntry {
     /// When the call finished, in ms since the epoch (the runtime's clock).
     pub timestamp_ms: f64,
     /// The canonical path (`module:function`), or `METHOD /path` for an HTTP action.
-    pub path: String,
+    pub path: Arc<str>,
     /// `None` when the path named no function.
     pub kind: Option<FunctionKind>,
     pub duration_ms: f64,
@@ -56,7 +57,7 @@ pub struct FunctionLogEntry {
 
 /// A finished call, handed to [`Observer::record_call`].
 pub(crate) struct FinishedCall<'a> {
-    pub path: &'a str,
+    pub path: Arc<str>,
     pub kind: Option<FunctionKind>,
     pub started: Instant,
     pub error: Option<&'a FnError>,
@@ -67,12 +68,15 @@ pub(crate) struct FinishedCall<'a> {
 /// The bounded ring of recent calls (`FUNCTION_LOG_CAPACITY`).
 pub struct FunctionLog {
     ring: Mutex<Ring>,
-    /// The newest entry's id; long polls wait on it.
-    newest: watch::Sender<u64>,
+    /// The newest entry's id (0 before the first call).
+    newest: AtomicU64,
+    /// Long polls waiting right now; a push notifies only when there is one.
+    waiters: AtomicUsize,
+    pushed: Notify,
 }
 
 struct Ring {
-    entries: VecDeque<Arc<FunctionLogEntry>>,
+    entries: VecDeque<FunctionLogEntry>,
     capacity: usize,
     next_id: u64,
 }
@@ -85,33 +89,42 @@ impl FunctionLog {
                 capacity: capacity.max(1),
                 next_id: 1,
             }),
-            newest: watch::Sender::new(0),
+            newest: AtomicU64::new(0),
+            waiters: AtomicUsize::new(0),
+            pushed: Notify::new(),
         }
     }
 
     fn push(&self, mut entry: FunctionLogEntry) {
-        let id = {
+        let dropped = {
             let mut ring = self.ring.lock();
             let id = ring.next_id;
             ring.next_id += 1;
             entry.id = id;
-            if ring.entries.len() == ring.capacity {
-                ring.entries.pop_front();
-            }
-            ring.entries.push_back(Arc::new(entry));
-            id
+            let dropped = if ring.entries.len() == ring.capacity {
+                ring.entries.pop_front()
+            } else {
+                None
+            };
+            ring.entries.push_back(entry);
+            // SeqCst pairs with `wait_after`: either this sees its waiter count, or it sees this id.
+            self.newest.store(id, Ordering::SeqCst);
+            dropped
         };
-        self.newest.send_replace(id);
+        drop(dropped); // freed outside the lock
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.pushed.notify_waiters();
+        }
     }
 
     /// The id of the newest entry (0 before the first call).
     pub fn newest_id(&self) -> u64 {
-        *self.newest.borrow()
+        self.newest.load(Ordering::SeqCst)
     }
 
     /// Up to `max` entries with an id above `cursor`, oldest first. Entries dropped from the ring
     /// are simply missing (ids jump).
-    pub fn after(&self, cursor: u64, max: usize) -> Vec<Arc<FunctionLogEntry>> {
+    pub fn after(&self, cursor: u64, max: usize) -> Vec<FunctionLogEntry> {
         let ring = self.ring.lock();
         let first = ring.entries.partition_point(|e| e.id <= cursor);
         ring.entries.range(first..).take(max).cloned().collect()
@@ -119,8 +132,25 @@ impl FunctionLog {
 
     /// Wait until an entry newer than `cursor` exists, or `timeout` passes.
     pub async fn wait_after(&self, cursor: u64, timeout: Duration) {
-        let mut newest = self.newest.subscribe();
-        let _ = tokio::time::timeout(timeout, newest.wait_for(|id| *id > cursor)).await;
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiters);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Created before the check, so a push after the check wakes it.
+            let pushed = self.pushed.notified();
+            if self.newest.load(Ordering::SeqCst) > cursor {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, pushed).await.is_err() {
+                return;
+            }
+        }
     }
 }
 
@@ -288,7 +318,7 @@ impl Observer {
         self.log.push(FunctionLogEntry {
             id: 0,
             timestamp_ms: now_ms,
-            path: call.path.to_string(),
+            path: call.path,
             kind: call.kind,
             duration_ms: elapsed.as_secs_f64() * 1000.0,
             outcome: if error.is_some() {

@@ -254,7 +254,8 @@ pub(crate) enum Handler {
 
 /// One registered function and its options (chainable after registration).
 pub struct FunctionSpec {
-    pub(crate) path: String,
+    /// Shared, so the function log can keep it without a copy per call.
+    pub(crate) path: Arc<str>,
     pub(crate) kind: FunctionKind,
     pub(crate) visibility: Visibility,
     pub(crate) args: Option<Validator>,
@@ -383,7 +384,7 @@ impl App {
             Owner::Application | Owner::Runtime => {}
         }
         let spec = FunctionSpec {
-            path: canonical.clone(),
+            path: Arc::from(canonical.as_str()),
             kind,
             visibility,
             args,

@@ -2,6 +2,7 @@
 //! status code or body shape here: a failure is returned as an [`FnError`] for the router to answer.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::Instrument;
@@ -54,12 +55,12 @@ impl Runtime {
             )
         });
         self.record_call(
-            &label,
+            Arc::from(label.as_str()),
             Some(FunctionKind::HttpAction),
             started,
             result.as_ref().err(),
             &logs,
-            Some(request_id.to_string()),
+            Some(request_id.clone()),
         );
         Some(result)
     }

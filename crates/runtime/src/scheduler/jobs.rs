@@ -43,7 +43,7 @@ pub(crate) fn prepare_job(
             spec.kind.to_string().to_lowercase()
         )));
     }
-    Ok((spec.path.clone(), args_value(args)?))
+    Ok((spec.path.to_string(), args_value(args)?))
 }
 
 pub(crate) fn insert_job(
@@ -209,15 +209,22 @@ async fn run_scheduled_mutation(rt: &Runtime, spec: Arc<FunctionSpec>, job: DueJ
     .await;
     if !matches!(result, Ok(false)) {
         let kind = Some(crate::FunctionKind::Mutation);
-        rt.record_call(&path, kind, started, result.as_ref().err(), &logs, None);
+        rt.record_call(
+            path.clone(),
+            kind,
+            started,
+            result.as_ref().err(),
+            &logs,
+            None,
+        );
     }
     match result {
         Ok(true) => {
-            tracing::info!(job = %id, path, duration_ms = started.elapsed().as_secs_f64() * 1000.0, "scheduled mutation succeeded")
+            tracing::info!(job = %id, path = &*path, duration_ms = started.elapsed().as_secs_f64() * 1000.0, "scheduled mutation succeeded")
         }
         Ok(false) => {}
         Err(e) => {
-            tracing::warn!(job = %id, path, error = %e, "scheduled mutation failed");
+            tracing::warn!(job = %id, path = &*path, error = %e, "scheduled mutation failed");
             mark_finished(rt, id, Err(recorded_error(&e))).await;
         }
     }
@@ -253,7 +260,7 @@ async fn run_scheduled_action(rt: &Runtime, spec: Arc<FunctionSpec>, job: DueJob
         )
         .await;
     rt.record_call(
-        &spec.path,
+        spec.path.clone(),
         Some(spec.kind),
         started,
         execution.outcome.as_ref().err(),
@@ -262,11 +269,11 @@ async fn run_scheduled_action(rt: &Runtime, spec: Arc<FunctionSpec>, job: DueJob
     );
     let result = match execution.outcome {
         Ok(_) => {
-            tracing::info!(job = %id, path = spec.path, "scheduled action succeeded");
+            tracing::info!(job = %id, path = &*spec.path, "scheduled action succeeded");
             Ok(())
         }
         Err(e) => {
-            tracing::warn!(job = %id, path = spec.path, error = %e, "scheduled action failed");
+            tracing::warn!(job = %id, path = &*spec.path, error = %e, "scheduled action failed");
             Err(recorded_error(&e))
         }
     };
