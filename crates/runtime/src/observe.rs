@@ -505,4 +505,42 @@ mod tests {
         assert_eq!(log.after(2, 10).len(), 1);
         assert_eq!(log.newest_id(), 3);
     }
+
+    fn entry() -> FunctionLogEntry {
+        FunctionLogEntry {
+            id: 0,
+            timestamp_ms: 0.0,
+            path: "a:b".into(),
+            kind: None,
+            duration_ms: 0.0,
+            outcome: CallOutcome::Success,
+            log_lines: vec![],
+            error: None,
+            error_data: None,
+            request_id: None,
+        }
+    }
+
+    /// A push wakes a waiting long poll at once (virtual time does not reach its timeout), and
+    /// one that finds a newer entry already there does not wait at all.
+    #[tokio::test(start_paused = true)]
+    async fn a_push_wakes_a_waiting_long_poll() {
+        let log = Arc::new(FunctionLog::new(4));
+        let hour = Duration::from_secs(3600);
+        let start = tokio::time::Instant::now();
+        let waiter = tokio::spawn({
+            let log = log.clone();
+            async move { log.wait_after(0, hour).await }
+        });
+        while log.waiters.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        log.push(entry());
+        waiter.await.unwrap();
+        assert!(start.elapsed() < hour, "the waiter slept until its timeout");
+        assert_eq!(log.waiters.load(Ordering::SeqCst), 0);
+
+        log.wait_after(0, hour).await;
+        assert!(start.elapsed() < hour);
+    }
 }
