@@ -15,24 +15,70 @@ use crate::rate_limit::{self, JOIN_WAITING_LIST};
 use crate::ticket_counts::{insert_tickets, ticket_counts};
 use crate::tickets::{TicketStatus, TICKETS};
 use crate::waiting_list::{self, WaitingStatus, OFFER_DURATION_MS, WAITING_LIST};
-use crate::{doc_or_null, doc_with, ReadDb};
+use crate::{doc_or_null, doc_with, returns, ReadDb};
+use tickethub_runtime::v;
 
 pub(crate) const EVENTS: &str = "events";
 
 pub fn register(app: &mut App) {
-    app.query("events:get", get);
-    app.query("events:getById", get_by_id);
-    app.mutation("events:create", create);
-    app.mutation("events:updateEvent", update_event);
-    app.mutation("events:cancelEvent", cancel_event);
-    app.query("events:checkAvailability", check_availability);
-    app.query("events:getEventAvailability", get_event_availability);
-    app.mutation("events:joinWaitingList", join_waiting_list);
-    app.mutation("events:purchaseTicket", purchase_ticket);
-    app.query("events:getUserTickets", get_user_tickets);
-    app.query("events:getUserWaitingList", get_user_waiting_list);
-    app.query("events:search", search);
-    app.query("events:getSellerEvents", get_seller_events);
+    app.query("events:get", get)
+        .returns(v::array(returns::doc(EVENTS)));
+    app.query("events:getById", get_by_id)
+        .returns(v::nullable(returns::doc(EVENTS)));
+    app.mutation("events:create", create).returns(v::id(EVENTS));
+    app.mutation("events:updateEvent", update_event)
+        .returns(v::id(EVENTS));
+    app.mutation("events:cancelEvent", cancel_event)
+        .returns(v::object([("success", v::boolean())]));
+    app.query("events:checkAvailability", check_availability)
+        .returns(v::object([
+            ("available", v::boolean()),
+            ("availableSpots", v::number()),
+            ("totalTickets", v::number()),
+            ("purchasedCount", v::number()),
+            ("activeOffers", v::number()),
+        ]));
+    app.query("events:getEventAvailability", get_event_availability)
+        .returns(v::object([
+            ("isSoldOut", v::boolean()),
+            ("totalTickets", v::number()),
+            ("purchasedCount", v::number()),
+            ("activeOffers", v::number()),
+            ("remainingTickets", v::number()),
+        ]));
+    app.mutation("events:joinWaitingList", join_waiting_list)
+        .returns(v::object([
+            ("success", v::boolean()),
+            ("status", returns::field(WAITING_LIST, "status")),
+            ("message", v::string()),
+        ]));
+    app.mutation("events:purchaseTicket", purchase_ticket)
+        .returns(v::null());
+    app.query("events:getUserTickets", get_user_tickets)
+        .returns(v::array(returns::doc_with(
+            TICKETS,
+            [("event", v::nullable(returns::doc(EVENTS)))],
+        )));
+    app.query("events:getUserWaitingList", get_user_waiting_list)
+        .returns(v::array(returns::doc_with(
+            WAITING_LIST,
+            [("event", v::nullable(returns::doc(EVENTS)))],
+        )));
+    app.query("events:search", search)
+        .returns(v::array(returns::doc(EVENTS)));
+    app.query("events:getSellerEvents", get_seller_events)
+        .returns(v::array(returns::doc_with(
+            EVENTS,
+            [(
+                "metrics",
+                v::object([
+                    ("soldTickets", v::number()),
+                    ("refundedTickets", v::number()),
+                    ("cancelledTickets", v::number()),
+                    ("revenue", v::number()),
+                ]),
+            )],
+        )));
 }
 
 /// A row of `events`.

@@ -17,6 +17,7 @@
 //! - [`auth_checks`]: "may this caller act for that user?" (no check when auth is off).
 //! - [`rate_limit`]: a fixed-window limiter stored in the `rateLimits` table.
 //! - [`storage`]: event images: upload URLs, file URLs, setting an event's image, deleting one.
+//! - `returns`: return validators shared by the modules (documents derived from `schema.toml`).
 //! - [`clerk`]: mapping Clerk's user JSON to our row (primary email by id, name fallbacks).
 //! - [`stripe`]: mapping Stripe's event JSON to a purchase or a refund.
 //!
@@ -32,6 +33,7 @@ pub mod events;
 pub mod http;
 pub mod payments;
 pub mod rate_limit;
+pub(crate) mod returns;
 pub mod storage;
 pub mod stripe;
 pub mod ticket_counts;

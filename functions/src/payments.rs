@@ -25,7 +25,9 @@ use bytes::Bytes;
 use http::{header, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use tickethub_runtime::stripe::{StripeSignatureError, StripeVerifier, SIGNATURE_HEADER};
-use tickethub_runtime::Args;
+use tickethub_runtime::{v, Args};
+
+use crate::returns;
 use tickethub_runtime::{
     ActionCtx, App, Auth, Doc, FnError, HttpRequest, HttpResponse, Identity, LogLevel, MutationCtx,
     NoArgs, QueryCtx, Value,
@@ -50,12 +52,19 @@ const PURCHASE_REFUSALS: &str = "purchaseRefusals";
 pub const STRIPE_EVENT_RETENTION_MS: f64 = 30.0 * 24.0 * 60.0 * 60.0 * 1000.0;
 
 pub fn register(app: &mut App) {
-    app.internal_mutation("payments:applyCheckoutCompleted", apply_checkout_completed);
-    app.internal_mutation("payments:recordPurchaseRefusal", record_purchase_refusal);
-    app.internal_mutation("payments:applyChargeRefunded", apply_charge_refunded);
-    app.internal_mutation("payments:pruneStripeEvents", prune_stripe_events);
-    app.query("payments:getPurchaseRefusals", get_purchase_refusals);
-    app.internal_query("payments:getStripeEvent", get_stripe_event);
+    let outcome = || returns::outcome(&["applied", "refused", "duplicate", "ignored"]);
+    app.internal_mutation("payments:applyCheckoutCompleted", apply_checkout_completed)
+        .returns(outcome());
+    app.internal_mutation("payments:recordPurchaseRefusal", record_purchase_refusal)
+        .returns(outcome());
+    app.internal_mutation("payments:applyChargeRefunded", apply_charge_refunded)
+        .returns(outcome());
+    app.internal_mutation("payments:pruneStripeEvents", prune_stripe_events)
+        .returns(returns::pruned());
+    app.query("payments:getPurchaseRefusals", get_purchase_refusals)
+        .returns(v::array(returns::doc(PURCHASE_REFUSALS)));
+    app.internal_query("payments:getStripeEvent", get_stripe_event)
+        .returns(v::nullable(returns::doc(STRIPE_EVENTS)));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -17,10 +17,14 @@ use crate::events::{load_event, EVENTS};
 const IMAGE_FIELD: &str = "imageStorageId";
 
 pub fn register(app: &mut App) {
-    app.mutation("storage:generateUploadUrl", generate_upload_url);
-    app.query("storage:getUrl", get_url);
-    app.mutation("storage:updateEventImage", update_event_image);
-    app.mutation("storage:deleteImage", delete_image);
+    app.mutation("storage:generateUploadUrl", generate_upload_url)
+        .returns(v::string());
+    app.query("storage:getUrl", get_url)
+        .returns(v::nullable(v::string()));
+    app.mutation("storage:updateEventImage", update_event_image)
+        .returns(v::null());
+    app.mutation("storage:deleteImage", delete_image)
+        .returns(v::null());
 }
 
 fn ensure_signed_in(ctx: &MutationCtx) -> Result<(), FnError> {

@@ -8,19 +8,29 @@ use tickethub_runtime::{App, Doc, FnError, MutationCtx, QueryCtx, Value};
 use crate::auth_checks::ensure_acting_for;
 use crate::events::load_event;
 use crate::ticket_counts::set_ticket_status;
-use crate::{doc_or_null, doc_with};
+use crate::events::EVENTS;
+use crate::{doc_or_null, doc_with, returns};
+use tickethub_runtime::v;
 
 pub(crate) const TICKETS: &str = "tickets";
 
 pub fn register(app: &mut App) {
-    app.query("tickets:getUserTickets", get_user_tickets);
-    app.query("tickets:getUserTicketForEvent", get_user_ticket_for_event);
-    app.query("tickets:getTicketWithDetails", get_ticket_with_details);
+    app.query("tickets:getUserTickets", get_user_tickets)
+        .returns(v::array(returns::doc(TICKETS)));
+    app.query("tickets:getUserTicketForEvent", get_user_ticket_for_event)
+        .returns(v::nullable(returns::doc(TICKETS)));
+    app.query("tickets:getTicketWithDetails", get_ticket_with_details)
+        .returns(v::nullable(returns::doc_with(
+            TICKETS,
+            [("event", v::nullable(returns::doc(EVENTS)))],
+        )));
     app.query(
         "tickets:getValidTicketsForEvent",
         get_valid_tickets_for_event,
-    );
-    app.mutation("tickets:updateTicketStatus", update_ticket_status);
+    )
+    .returns(v::array(returns::doc(TICKETS)));
+    app.mutation("tickets:updateTicketStatus", update_ticket_status)
+        .returns(v::null());
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]

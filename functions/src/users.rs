@@ -14,7 +14,8 @@ use tickethub_runtime::{App, Doc, FnError, LogLevel, MutationCtx, NoArgs, QueryC
 
 use crate::auth_checks::{caller_user_id, ensure_acting_for};
 use crate::clerk::ClerkUser;
-use crate::ReadDb;
+use crate::{returns, ReadDb};
+use tickethub_runtime::v;
 
 const USERS: &str = "users";
 const WEBHOOK_DELIVERIES: &str = "webhookDeliveries";
@@ -22,18 +23,28 @@ const USER_TOMBSTONES: &str = "userTombstones";
 const CLERK_SYNC: &str = "clerkSync";
 
 pub fn register(app: &mut App) {
-    app.internal_mutation("users:upsertUserFromClerk", upsert_user_from_clerk);
-    app.internal_mutation("users:deleteUser", delete_user);
-    app.internal_mutation("users:applyClerkEvent", apply_clerk_event);
-    app.internal_mutation("users:pruneWebhookDeliveries", prune_webhook_deliveries);
-    app.query("users:getUserById", get_user_by_id);
-    app.query("users:current", current);
-    app.mutation("users:updateUser", update_user);
-    app.query("users:getUsersStripeConnectId", get_users_stripe_connect_id);
+    app.internal_mutation("users:upsertUserFromClerk", upsert_user_from_clerk)
+        .returns(v::id(USERS));
+    app.internal_mutation("users:deleteUser", delete_user)
+        .returns(v::null());
+    app.internal_mutation("users:applyClerkEvent", apply_clerk_event).returns(returns::outcome(
+        &["applied", "duplicate", "stale", "tombstoned", "ignored"],
+    ));
+    app.internal_mutation("users:pruneWebhookDeliveries", prune_webhook_deliveries)
+        .returns(returns::pruned());
+    app.query("users:getUserById", get_user_by_id)
+        .returns(v::nullable(returns::doc(USERS)));
+    app.query("users:current", current)
+        .returns(v::nullable(returns::doc(USERS)));
+    app.mutation("users:updateUser", update_user)
+        .returns(v::id(USERS));
+    app.query("users:getUsersStripeConnectId", get_users_stripe_connect_id)
+        .returns(v::nullable(v::string()));
     app.mutation(
         "users:updateOrCreateUserStripeConnectId",
         update_or_create_user_stripe_connect_id,
-    );
+    )
+    .returns(v::null());
 }
 
 /// The row of Clerk user `user_id`, if any.

@@ -12,7 +12,8 @@ use tickethub_runtime::{App, Doc, FnError, LogLevel, MutationCtx, NoArgs, Order,
 
 use crate::auth_checks::ensure_acting_for;
 use crate::events::{availability, Event};
-use crate::{doc_with, ReadDb};
+use crate::{doc_with, returns, ReadDb};
+use tickethub_runtime::v;
 
 pub(crate) const WAITING_LIST: &str = "waitingList";
 
@@ -20,11 +21,19 @@ pub(crate) const WAITING_LIST: &str = "waitingList";
 pub const OFFER_DURATION_MS: f64 = 30.0 * 60.0 * 1000.0;
 
 pub fn register(app: &mut App) {
-    app.query("waitingList:getQueuePosition", get_queue_position);
-    app.mutation("waitingList:processQueue", process_queue_fn);
-    app.internal_mutation("waitingList:expireOffer", expire_offer);
-    app.internal_mutation("waitingList:cleanupExpiredOffers", cleanup_expired_offers);
-    app.mutation("waitingList:releaseTicket", release_ticket);
+    app.query("waitingList:getQueuePosition", get_queue_position)
+        .returns(v::nullable(returns::doc_with(
+            WAITING_LIST,
+            [("position", v::number())],
+        )));
+    app.mutation("waitingList:processQueue", process_queue_fn)
+        .returns(v::null());
+    app.internal_mutation("waitingList:expireOffer", expire_offer)
+        .returns(v::null());
+    app.internal_mutation("waitingList:cleanupExpiredOffers", cleanup_expired_offers)
+        .returns(v::null());
+    app.mutation("waitingList:releaseTicket", release_ticket)
+        .returns(v::null());
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 
 use tickethub_value::Validator;
 
+use crate::catalog::{CREATION_TIME_FIELD, ID_FIELD};
+
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum SchemaError {
     #[error("schema.toml: {0}")]
@@ -43,6 +45,23 @@ pub struct TableDef {
     pub indexes: Vec<IndexDef>,
     /// Whether writes and stored documents are checked against `fields`.
     pub validate: bool,
+}
+
+impl TableDef {
+    /// The validator of a whole stored document: the declared fields plus the system fields
+    /// `_id` (an ID of this table) and `_creationTime` (ms since the epoch), as Convex adds them.
+    /// Return validators (`returns`) and generated TypeScript types (`Doc<"table">`) both start
+    /// from it, so they cannot drift from `schema.toml`. A schemaless table (`validate = false`)
+    /// admits any document, so its validator is `any`.
+    pub fn document_validator(&self) -> Validator {
+        if !self.validate {
+            return Validator::Any;
+        }
+        let mut fields = self.fields.clone();
+        fields.insert(ID_FIELD.to_string(), Validator::Id(self.name.clone()));
+        fields.insert(CREATION_TIME_FIELD.to_string(), Validator::Float64);
+        Validator::Object(fields)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -315,6 +334,20 @@ mod tests {
             err("[tables.t]\nvalidate = false\nindexes.by_id = [\"a\"]\n").contains("reserved")
         );
         assert!(err("[tables.t]\nfields._a = \"string\"\n").contains("`_a`"));
+    }
+
+    #[test]
+    fn document_validator_adds_the_system_fields() {
+        let schema = Schema::from_toml(
+            "[tables.users]\nfields.name = \"string\"\n[tables.logs]\nvalidate = false\n",
+        )
+        .unwrap();
+        let doc = schema.tables["users"].document_validator();
+        assert_eq!(
+            doc.to_string(),
+            r#"v.object({_creationTime: v.float64(), _id: v.id("users"), name: v.string()})"#
+        );
+        assert_eq!(schema.tables["logs"].document_validator(), Validator::Any);
     }
 
     #[test]
