@@ -23,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve the API (function calls, sync) and the site (HTTP actions).
     Serve(ServeArgs),
+    /// Write `<out>/_generated/` (api.d.ts, api.js, dataModel.d.ts) for a TypeScript front end.
+    Codegen(crate::codegen::CodegenArgs),
 }
 
 #[derive(Args, Debug, Clone)]

@@ -6,6 +6,7 @@
 //! - [`cli`]: the command line (`tickethub serve --port ... --data-dir ...`).
 //! - [`server`]: [`Server`]: open the store, start the runtime, bind both listeners, and shut all of
 //!   it down in order.
+//! - [`codegen`]: `tickethub codegen --out <dir>`: `_generated/` TypeScript from the registry.
 //! - [`auth_bridge`]: the router's `Authenticator` over the auth crate (Clerk JWTs, admin key).
 //!
 //! Start-up order matters: listeners are bound before the store is opened, so a port in use fails
@@ -14,6 +15,7 @@
 
 pub mod auth_bridge;
 pub mod cli;
+pub mod codegen;
 pub mod server;
 
 pub use cli::{Cli, Command, ServeArgs};
@@ -28,6 +30,16 @@ pub fn main_with(app: App, default_schema_toml: &'static str) -> anyhow::Result<
     init_logging();
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
+        Some(Command::Codegen(args)) => {
+            let summary = codegen::run(&app, default_schema_toml, &args)?;
+            println!(
+                "tickethub codegen: wrote {} ({} functions, {} tables)",
+                summary.dir.display(),
+                summary.functions,
+                summary.tables
+            );
+            return Ok(());
+        }
         None => ServeArgs::parse_from(["serve"]),
     };
     let options = args.into_options(default_schema_toml)?;
