@@ -279,3 +279,64 @@ fn a_second_server_on_the_same_data_dir_exits_naming_the_dir_and_the_holder() {
         .unwrap();
     assert!(third.wait().unwrap().success());
 }
+
+fn codegen(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tickethub"))
+        .arg("codegen")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn codegen_writes_the_generated_dir_the_same_every_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("convex");
+    let run = || codegen(&["--out".as_ref(), out.as_os_str()]);
+    let first = run();
+    assert!(first.status.success(), "{first:?}");
+    let stdout = String::from_utf8(first.stdout).unwrap();
+    assert!(
+        stdout.starts_with("tickethub codegen: wrote ") && stdout.contains("_generated ("),
+        "{stdout}"
+    );
+    let generated = out.join("_generated");
+    let read_all = || {
+        ["api.d.ts", "api.js", "dataModel.d.ts"]
+            .map(|name| std::fs::read_to_string(generated.join(name)).unwrap())
+    };
+    let files = read_all();
+    assert!(files[0].contains("export declare const api: {\n  events: {"));
+    assert!(files[0].contains("upsertUserFromClerk: FunctionReference<\"mutation\", \"internal\""));
+    assert!(files[2].contains("export type DataModel = {"));
+    assert!(run().status.success());
+    assert_eq!(read_all(), files, "a second run wrote something else");
+    let names: Vec<String> = std::fs::read_dir(&generated)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 3, "only the three files, no partial ones: {names:?}");
+}
+
+#[test]
+fn codegen_with_a_bad_schema_says_where_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema.toml");
+    std::fs::write(&schema, "[tables.events]\nfields.name = \"strin\"\n").unwrap();
+    let out = dir.path().join("convex");
+    let output = codegen(&[
+        "--out".as_ref(),
+        out.as_os_str(),
+        "--schema".as_ref(),
+        schema.as_os_str(),
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("schema.toml: table `events`: field `name`") && stderr.contains("strin"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}
