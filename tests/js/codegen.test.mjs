@@ -20,9 +20,9 @@ const FIXTURES = path.join(HERE, "fixtures", "codegen");
 const TSC = path.join(HERE, "node_modules", "typescript", "bin", "tsc");
 
 /** Runs a command; resolves to {code, stdout, stderr} whatever the exit code. */
-async function runCommand(file, args) {
+async function runCommand(file, args, options = {}) {
   try {
-    const { stdout, stderr } = await run(file, args, { maxBuffer: 16 * 1024 * 1024 });
+    const { stdout, stderr } = await run(file, args, { maxBuffer: 16 * 1024 * 1024, ...options });
     return { code: 0, stdout, stderr };
   } catch (error) {
     if (typeof error.code !== "number") throw error;
@@ -49,7 +49,7 @@ async function typeCheck(dir, fixture) {
   };
   const configPath = path.join(dir, `tsconfig.${fixture}.json`);
   await writeFile(configPath, JSON.stringify(config, null, 2));
-  return runCommand(process.execPath, [TSC, "-p", configPath, "--pretty", "false"]);
+  return runCommand(process.execPath, [TSC, "-p", configPath, "--pretty", "false"], { cwd: dir });
 }
 
 describe("tickethub codegen", () => {
@@ -95,7 +95,7 @@ describe("tickethub codegen", () => {
     assert.notEqual(result.code, 0, "tsc accepted a number as an Id<\"events\">");
     const errors = result.stdout.split("\n").filter((line) => line.includes("error TS"));
     assert.equal(errors.length, 1, result.stdout);
-    assert.match(errors[0], /^wrong_args\.ts\(8,\d+\): error TS2322: Type 'number' is not assignable to type '(Id|GenericId)<"events">'\./);
+    assert.match(errors[0], /^wrong_args\.ts\(8,\d+\): error TS2322: Type 'number' is not assignable to type 'Id<"events">'\./);
   });
 
   test("api.js calls the real server through ConvexHttpClient", async () => {
