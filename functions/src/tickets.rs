@@ -7,8 +7,8 @@ use tickethub_runtime::{App, Doc, FnError, MutationCtx, QueryCtx, Value};
 
 use crate::auth_checks::ensure_acting_for;
 use crate::events::load_event;
-use crate::ticket_counts::set_ticket_status;
 use crate::events::EVENTS;
+use crate::ticket_counts::set_ticket_status;
 use crate::{doc_or_null, doc_with, returns};
 use tickethub_runtime::v;
 

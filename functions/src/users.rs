@@ -27,9 +27,14 @@ pub fn register(app: &mut App) {
         .returns(v::id(USERS));
     app.internal_mutation("users:deleteUser", delete_user)
         .returns(v::null());
-    app.internal_mutation("users:applyClerkEvent", apply_clerk_event).returns(returns::outcome(
-        &["applied", "duplicate", "stale", "tombstoned", "ignored"],
-    ));
+    app.internal_mutation("users:applyClerkEvent", apply_clerk_event)
+        .returns(returns::outcome(&[
+            "applied",
+            "duplicate",
+            "stale",
+            "tombstoned",
+            "ignored",
+        ]));
     app.internal_mutation("users:pruneWebhookDeliveries", prune_webhook_deliveries)
         .returns(returns::pruned());
     app.query("users:getUserById", get_user_by_id)

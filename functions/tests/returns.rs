@@ -128,14 +128,32 @@ async fn real_results_satisfy_the_return_validators() {
         ("events:getUserWaitingList", json!({"userId": "user_buyer"})),
         ("events:search", json!({"searchTerm": "rust"})),
         ("events:getSellerEvents", json!({"userId": "user_org"})),
-        ("tickets:getUserTicketForEvent", json!({"eventId": event_id, "userId": "user_buyer"})),
-        ("tickets:getTicketWithDetails", json!({"ticketId": ticket_id})),
-        ("tickets:getValidTicketsForEvent", json!({"eventId": event_id})),
-        ("waitingList:getQueuePosition", json!({"eventId": event_id, "userId": "user_buyer"})),
+        (
+            "tickets:getUserTicketForEvent",
+            json!({"eventId": event_id, "userId": "user_buyer"}),
+        ),
+        (
+            "tickets:getTicketWithDetails",
+            json!({"ticketId": ticket_id}),
+        ),
+        (
+            "tickets:getValidTicketsForEvent",
+            json!({"eventId": event_id}),
+        ),
+        (
+            "waitingList:getQueuePosition",
+            json!({"eventId": event_id, "userId": "user_buyer"}),
+        ),
         ("users:getUserById", json!({"userId": "user_buyer"})),
-        ("users:getUsersStripeConnectId", json!({"userId": "user_buyer"})),
+        (
+            "users:getUsersStripeConnectId",
+            json!({"userId": "user_buyer"}),
+        ),
         ("payments:getPurchaseRefusals", json!({"eventId": event_id})),
-        ("payments:getStripeEvent", json!({"stripeEventId": "evt_none"})),
+        (
+            "payments:getStripeEvent",
+            json!({"stripeEventId": "evt_none"}),
+        ),
         ("users:pruneWebhookDeliveries", json!({})),
         ("payments:pruneStripeEvents", json!({})),
         ("waitingList:cleanupExpiredOffers", json!({})),
@@ -144,7 +162,10 @@ async fn real_results_satisfy_the_return_validators() {
         hub.admin(path, args).await;
     }
     let with_details = hub
-        .admin("tickets:getTicketWithDetails", json!({"ticketId": ticket_id}))
+        .admin(
+            "tickets:getTicketWithDetails",
+            json!({"ticketId": ticket_id}),
+        )
         .await;
     assert!(matches!(with_details.get("event"), Some(Value::Object(_))));
 }

@@ -109,7 +109,11 @@ fn table_type(table: &TableDef, renderer: &mut Renderer<'_>) -> String {
     out.push_str("    indexes: {\n");
     for (name, fields) in indexes {
         let fields: Vec<String> = fields.iter().map(|f| quote(f)).collect();
-        out.push_str(&format!("      {}: [{}];\n", quote(&name), fields.join(", ")));
+        out.push_str(&format!(
+            "      {}: [{}];\n",
+            quote(&name),
+            fields.join(", ")
+        ));
     }
     out.push_str("    };\n    searchIndexes: {};\n    vectorIndexes: {};\n  }");
     out
@@ -129,7 +133,11 @@ pub fn data_model_d_ts(schema: &Schema) -> String {
     out.push_str(
         "/**\n * A type describing your app's data model: its tables, the type of their documents\n * and their indexes, from schema.toml.\n */\nexport type DataModel = {\n",
     );
-    for (name, table) in schema.tables.iter().filter(|(name, _)| !name.starts_with('_')) {
+    for (name, table) in schema
+        .tables
+        .iter()
+        .filter(|(name, _)| !name.starts_with('_'))
+    {
         out.push_str(&format!(
             "  {}: {};\n",
             crate::ts::property(name),
@@ -185,6 +193,8 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("logs: {\n    document: { _id: Id<\"logs\">; _creationTime: number; [field: string]: any };\n    fieldPaths: string;"), "{text}");
-        assert!(text.contains("export type Doc<TableName extends TableNames> = DocumentByName<DataModel, TableName>;"));
+        assert!(text.contains(
+            "export type Doc<TableName extends TableNames> = DocumentByName<DataModel, TableName>;"
+        ));
     }
 }

@@ -69,8 +69,7 @@ pub fn run(
     let generated = tickethub_codegen::generate(&functions, &schema)
         .map_err(|e| anyhow::anyhow!("{} ({})", e, e.code()))?;
     let dir = args.out.join(GENERATED_DIR);
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("could not create {}", dir.display()))?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
     for (name, text) in generated.files() {
         write_replacing(&dir.join(name), text)?;
     }
@@ -87,6 +86,5 @@ fn write_replacing(path: &Path, text: &str) -> anyhow::Result<()> {
     let partial = path.with_extension("partial");
     std::fs::write(&partial, text)
         .with_context(|| format!("could not write {}", partial.display()))?;
-    std::fs::rename(&partial, path)
-        .with_context(|| format!("could not replace {}", path.display()))
+    std::fs::rename(&partial, path).with_context(|| format!("could not replace {}", path.display()))
 }

@@ -317,7 +317,11 @@ fn codegen_writes_the_generated_dir_the_same_every_time() {
         .unwrap()
         .map(|entry| entry.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(names.len(), 3, "only the three files, no partial ones: {names:?}");
+    assert_eq!(
+        names.len(),
+        3,
+        "only the three files, no partial ones: {names:?}"
+    );
 }
 
 #[test]
