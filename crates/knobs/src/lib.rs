@@ -89,6 +89,17 @@ knob!(
     WRITER_GATHER_WAIT: Duration(us) = 250, min 0, max 10_000
 );
 knob!(
+    /// Pages `tickethub backup` copies per step of SQLite's online backup before pausing
+    /// (`BACKUP_STEP_PAUSE`). 1,024 pages is 4 MiB: a step takes a few ms, so the serving
+    /// process's writer, which shares the disk and the CPUs, is never starved for long.
+    BACKUP_STEP_PAGES: usize = 1_024, min 1, max 1_048_576
+);
+knob!(
+    /// Pause between backup steps: the share of disk and CPU a running backup leaves to the
+    /// server. 0 copies flat out. (`bench --backup` measures creates/s during a backup.)
+    BACKUP_STEP_PAUSE: Duration(ms) = 10, min 0, max 10_000
+);
+knob!(
     /// The writer connection's SQLite page cache, in KiB.
     WRITER_CACHE_KIB: u64 = 32 * 1024, min 256, max 4 * 1024 * 1024
 );

@@ -79,6 +79,15 @@ fn storage_error(e: StorageError) -> ApiError {
         StorageError::Interrupted => ErrorCode::BadRequest,
         StorageError::NotConfigured => ErrorCode::NotFound,
         StorageError::Store(se) if se.code() == "ShuttingDown" => ErrorCode::ShuttingDown,
+        // The database's disk or the blobs' (the same data dir): 507, a plain message; the OS
+        // error goes to the log.
+        _ if e.code() == "StorageFull" => {
+            tracing::warn!(error = %e, "upload refused: the disk is full");
+            return ApiError::new(
+                ErrorCode::StorageFull,
+                "The disk holding this deployment's data is full; uploads fail until space is freed.",
+            );
+        }
         StorageError::Store(_) | StorageError::Blob(_) => return ApiError::internal(e),
     };
     ApiError::new(code, e.to_string())

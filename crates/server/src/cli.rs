@@ -23,6 +23,10 @@ pub struct Cli {
 pub enum Command {
     /// Serve the API (function calls, sync) and the site (HTTP actions).
     Serve(ServeArgs),
+    /// Copy the database (at one commit) and its stored files while the server keeps running.
+    Backup(crate::backup::BackupArgs),
+    /// Put a backup into a data directory no server is using.
+    Restore(crate::backup::RestoreArgs),
 }
 
 #[derive(Args, Debug, Clone)]

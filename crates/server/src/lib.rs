@@ -6,6 +6,7 @@
 //! - [`cli`]: the command line (`tickethub serve --port ... --data-dir ...`).
 //! - [`server`]: [`Server`]: open the store, start the runtime, bind both listeners, and shut all of
 //!   it down in order.
+//! - [`backup`]: `tickethub backup` and `tickethub restore`.
 //! - [`auth_bridge`]: the router's `Authenticator` over the auth crate (Clerk JWTs, admin key).
 //!
 //! Start-up order matters: listeners are bound before the store is opened, so a port in use fails
@@ -13,6 +14,7 @@
 //! before anything is served.
 
 pub mod auth_bridge;
+pub mod backup;
 pub mod cli;
 pub mod server;
 
@@ -28,6 +30,9 @@ pub fn main_with(app: App, default_schema_toml: &'static str) -> anyhow::Result<
     init_logging();
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
+        // Neither needs the app or an async runtime: they work on files.
+        Some(Command::Backup(args)) => return backup::run_backup(args),
+        Some(Command::Restore(args)) => return backup::run_restore(args),
         None => ServeArgs::parse_from(["serve"]),
     };
     let options = args.into_options(default_schema_toml)?;

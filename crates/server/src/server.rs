@@ -109,6 +109,9 @@ impl Server {
         // would keep its own timestamps, commit log and live queries beside ours. The error names
         // the dir and the holder's pid on its own, so it gets no extra context.
         let data_dir_lock = DataDirLock::acquire(&options.data_dir)?;
+        // A damaged, foreign or newer database file is refused now, with one line naming it and
+        // before anything else is said or written; the store checks again when it opens.
+        tickethub_store::check_database_file(&options.data_dir.join(tickethub_store::DB_FILE))?;
         let (admin_key, admin_key_file) = match &options.admin_key {
             AdminKeySource::Given(key) => (
                 AdminKey::from_string(key).map_err(|e| anyhow::anyhow!("{e}"))?,

@@ -9,6 +9,8 @@
 //! - [`txn`]: [`ReadTxn`] (one consistent snapshot) and [`WriteTxn`] (runs on the writer thread).
 //! - [`query`]: [`IndexQuery`], index range validation and key-range computation.
 //! - [`log`]: the commit log: which index key ranges each commit touched, for live queries.
+//! - [`datafile`]: checking a database file before it is opened (damaged, foreign, newer format).
+//! - [`backup`]: online backup of a live database through SQLite's backup API.
 //! - `catalog` (private): table numbers and index ids joined with the schema; immutable after open.
 //! - `codec` (private): the compact binary encoding of document bodies on disk.
 //!
@@ -17,9 +19,11 @@
 //! rolls back alone; a batch of queued mutations shares one COMMIT (one fsync), and only then are
 //! their `done` callbacks told. Readers use a pool of WAL connections, each read in one transaction.
 
+pub mod backup;
 mod catalog;
 mod codec;
 mod connection;
+pub mod datafile;
 pub mod lock;
 pub mod log;
 mod migrate;
@@ -29,11 +33,15 @@ pub mod store;
 pub mod txn;
 mod writer;
 
+pub use backup::{
+    integrity_problems, BackupError, BackupPace, BackupProgress, BackupSnapshot, BackupSummary,
+};
+pub use datafile::{check_database_file, DataFileError, DataFileState, APPLICATION_ID, FORMAT_VERSION};
 pub use lock::{DataDirLock, DataDirLockError};
 pub use log::{CommitLog, IndexId, ReadRange, ReadSet, WriteSet, WrittenKey};
 pub use query::{Bound, IndexQuery, Order, Page, PageRequest, MAX_PAGE_ITEMS};
 pub use schema::{IndexDef, Schema, SchemaError, TableDef};
-pub use store::{CommitHook, CommitInfo, Done, Job, Outcome, Store, StoreOptions};
+pub use store::{CommitHook, CommitInfo, Done, Job, Outcome, Store, StoreOptions, DB_FILE};
 pub use txn::{caps, DocReader, Document, ReadTxn, ScanVisitor, SnapshotQuery, Visit, WriteTxn};
 pub use writer::panic_message;
 
@@ -102,6 +110,10 @@ pub enum StoreError {
     Overloaded { capacity: usize },
     #[error("the store is shutting down")]
     ShuttingDown,
+    /// The database file is damaged, not SQLite, another application's, or of a newer format.
+    /// Only at open; the message names the file.
+    #[error(transparent)]
+    DataFile(#[from] DataFileError),
 }
 
 /// A storage failure as SQLite (or the OS) reported it, with its codes kept so that a full disk
@@ -152,6 +164,7 @@ impl StoreError {
             StoreError::StorageFull(_) => "StorageFull",
             StoreError::Overloaded { .. } => "ServerOverloaded",
             StoreError::ShuttingDown => "ShuttingDown",
+            StoreError::DataFile(_) => "DatabaseFileRejected",
         }
     }
     /// True when the error is the caller's fault (shown to clients as is); false for internal ones.
@@ -163,6 +176,7 @@ impl StoreError {
                 | StoreError::Overloaded { .. }
                 | StoreError::ShuttingDown
                 | StoreError::JobPanicked(_)
+                | StoreError::DataFile(_)
         )
     }
 

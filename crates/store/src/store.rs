@@ -106,6 +106,9 @@ impl Store {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::storage(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join(DB_FILE);
+        // Before the writer connection, which would create, convert (WAL) or "repair" a file that
+        // is not ours.
+        crate::datafile::check_database_file(&path)?;
         let writer_conn = open_connection(&path, Role::Writer, options.durable)?;
         let Migrated {
             catalog,

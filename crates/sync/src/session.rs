@@ -537,6 +537,16 @@ fn response_parts(
 /// message (the details are in the server log).
 pub(crate) fn client_error(error: &FnError) -> QueryError {
     if !error.is_user_visible() {
+        // The server's own refusals (a full disk, overload, shutdown) keep their stable code in
+        // front of a plain message: the client can tell "retry later" from a bug. Their texts
+        // carry no SQL or paths.
+        if let code @ ("StorageFull" | "ServerOverloaded" | "ShuttingDown") = error.code() {
+            tracing::warn!(code, error = ?error, "function refused on a sync connection");
+            return QueryError {
+                message: format!("{code}: {error}"),
+                data: None,
+            };
+        }
         tracing::error!(code = error.code(), %error, "function failed on a sync connection");
         return QueryError {
             message: "Server Error".to_string(),
