@@ -116,7 +116,7 @@ pub fn check_database_file(path: &Path) -> Result<DataFileState, DataFileError> 
         }
     }
     drop(file);
-    inspect(path)
+    inspect(path, has_wal(path))
 }
 
 /// Read until `buf` is full or the file ends; the count read.
@@ -160,12 +160,22 @@ fn expected_len(header: &[u8; HEADER_LEN]) -> Option<u64> {
 }
 
 /// Open read-only and look at the stamp and the tables.
-fn inspect(path: &Path) -> Result<DataFileState, DataFileError> {
+///
+/// Without a WAL beside it the file is opened `immutable`: a plain read-only open of a WAL-mode
+/// database creates `-wal` and `-shm` files next to it, and a file we refuse (another
+/// application's, say) must be left exactly as it was found. With a WAL (a server stopped by a
+/// crash), the WAL holds the latest commits and has to be read, which only a normal open does.
+fn inspect(path: &Path, wal: bool) -> Result<DataFileState, DataFileError> {
     let damaged = |e: rusqlite::Error| classify(path, e);
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = if wal {
+        Connection::open_with_flags(path, flags)
+    } else {
+        Connection::open_with_flags(
+            format!("file:{}?immutable=1", uri_path(path)),
+            flags | OpenFlags::SQLITE_OPEN_URI,
+        )
+    }
     .map_err(damaged)?;
     let application_id: i32 = conn
         .pragma_query_value(None, "application_id", |r| r.get(0))
@@ -207,6 +217,18 @@ fn inspect(path: &Path) -> Result<DataFileState, DataFileError> {
     }
 }
 
+/// `path` for a `file:` URI: the characters a URI gives meaning to are percent-encoded.
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' | '?' | '#' => out.push_str(&format!("%{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// A few table names, enough to recognise whose database it is.
 fn summarize(tables: &[String]) -> String {
     const SHOWN: usize = 5;
@@ -235,9 +257,31 @@ fn classify(path: &Path, e: rusqlite::Error) -> DataFileError {
 
 /// Stamp the database as tickethub's, of the current format. Runs inside the first migration's
 /// transaction, so a new database is never left half-stamped.
-pub(crate) fn stamp(conn: &Connection) -> Result<(), rusqlite::Error> {
+///
+/// It checks the stamp once more, as the writer sees it: after a crash the latest header may have
+/// been in the WAL, which [`check_database_file`] reads only when one is there. A newer format is
+/// never stamped down to ours.
+pub(crate) fn stamp(conn: &Connection) -> Result<(), crate::StoreError> {
+    let path = Path::new(conn.path().unwrap_or("the database"));
     let application_id: i32 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
     let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    match (application_id, version) {
+        (APPLICATION_ID, found) if found > FORMAT_VERSION => {
+            return Err(DataFileError::NewerFormat {
+                path: path.to_path_buf(),
+                found,
+            }
+            .into())
+        }
+        (0 | APPLICATION_ID, _) => {}
+        (application_id, _) => {
+            return Err(DataFileError::ForeignApplication {
+                path: path.to_path_buf(),
+                application_id,
+            }
+            .into())
+        }
+    }
     if application_id != APPLICATION_ID || version != FORMAT_VERSION {
         conn.pragma_update(None, "application_id", APPLICATION_ID)?;
         conn.pragma_update(None, "user_version", FORMAT_VERSION)?;
