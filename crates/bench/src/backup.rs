@@ -97,7 +97,10 @@ fn prepare(dir: &Path) -> Result<u64> {
         std::fs::remove_dir_all(dir)?;
     }
     std::fs::create_dir_all(dir)?;
-    eprintln!("[bench] preparing a ~1 GiB database in {} ...", dir.display());
+    eprintln!(
+        "[bench] preparing a ~1 GiB database in {} ...",
+        dir.display()
+    );
     let started = Instant::now();
     let store = Store::open(
         dir,
@@ -239,7 +242,8 @@ pub async fn run(bin: &Path, work: &Path, command: String) -> Result<BackupRepor
             .unwrap_or_default(),
         knobs: format!(
             "BACKUP_STEP_PAGES={}, BACKUP_STEP_PAUSE={} ms",
-            std::env::var("TICKETHUB_BACKUP_STEP_PAGES").unwrap_or_else(|_| "1024 (default)".into()),
+            std::env::var("TICKETHUB_BACKUP_STEP_PAGES")
+                .unwrap_or_else(|_| "1024 (default)".into()),
             std::env::var("TICKETHUB_BACKUP_STEP_PAUSE").unwrap_or_else(|_| "10 (default)".into()),
         ),
     })

@@ -64,7 +64,9 @@ pub struct RestoreArgs {
 
 /// The database path and the blob directory of a data directory (or backup directory).
 fn blobs_in(dir: &Path) -> PathBuf {
-    BLOBS_DIR.iter().fold(dir.to_path_buf(), |p, part| p.join(part))
+    BLOBS_DIR
+        .iter()
+        .fold(dir.to_path_buf(), |p, part| p.join(part))
 }
 
 /// Whether `--to` names a single database file rather than a directory.
@@ -244,10 +246,7 @@ pub fn run_restore(args: RestoreArgs) -> anyhow::Result<()> {
         let parsed: serde_json::Value = serde_json::from_slice(&text)
             .with_context(|| format!("{} is not valid JSON", manifest.display()))?;
         if parsed.get("format").and_then(|f| f.as_str()) != Some(MANIFEST_FORMAT) {
-            bail!(
-                "{} is not a tickethub backup manifest",
-                manifest.display()
-            );
+            bail!("{} is not a tickethub backup manifest", manifest.display());
         }
         (args.from.join(DB_FILE), Some(blobs_in(&args.from)))
     } else if args.from.is_file() {
@@ -257,10 +256,7 @@ pub fn run_restore(args: RestoreArgs) -> anyhow::Result<()> {
     };
     match check_database_file(&db_source)? {
         DataFileState::Current | DataFileState::Unstamped => {}
-        DataFileState::New => bail!(
-            "the backup's database {} is empty",
-            db_source.display()
-        ),
+        DataFileState::New => bail!("the backup's database {} is empty", db_source.display()),
     }
 
     // The server's own lock: while we hold it no server can start on the directory, and if one
@@ -318,8 +314,12 @@ pub fn run_restore(args: RestoreArgs) -> anyhow::Result<()> {
             Err(e) => return Err(e).context("could not remove the old database's WAL"),
         }
     }
-    fs::rename(&staging, &db_target)
-        .with_context(|| format!("could not move the restored database to {}", db_target.display()))?;
+    fs::rename(&staging, &db_target).with_context(|| {
+        format!(
+            "could not move the restored database to {}",
+            db_target.display()
+        )
+    })?;
     sync_dir(&args.data_dir)?;
     println!(
         "tickethub restore: {} restored into {} in {:.1}s: integrity_check ok, {} stored files ({} bytes)",
@@ -383,7 +383,8 @@ fn progress_bar(what: &'static str, unit: &'static str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(0);
-    let template = format!("{what:>12} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{percent}}%, {{eta}} left)");
+    let template =
+        format!("{what:>12} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{percent}}%, {{eta}} left)");
     if let Ok(style) = ProgressStyle::with_template(&template) {
         bar.set_style(style.progress_chars("=> "));
     }
@@ -397,7 +398,10 @@ mod tests {
 
     #[test]
     fn a_path_ending_in_sqlite3_or_db_is_a_single_file_backup() {
-        assert_eq!(shape_of(Path::new("/b/x.sqlite3")), BackupShape::DatabaseFile);
+        assert_eq!(
+            shape_of(Path::new("/b/x.sqlite3")),
+            BackupShape::DatabaseFile
+        );
         assert_eq!(shape_of(Path::new("x.db")), BackupShape::DatabaseFile);
         assert_eq!(shape_of(Path::new("/b/2026-12-03")), BackupShape::Directory);
         assert_eq!(shape_of(Path::new("/b/nightly.d")), BackupShape::Directory);

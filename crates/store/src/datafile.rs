@@ -203,7 +203,10 @@ fn inspect(path: &Path, wal: bool) -> Result<DataFileState, DataFileError> {
             }),
         },
         0 if tables.is_empty() => Ok(DataFileState::New),
-        0 if OUR_TABLES.iter().all(|t| tables.iter().any(|have| have == t)) => {
+        0 if OUR_TABLES
+            .iter()
+            .all(|t| tables.iter().any(|have| have == t)) =>
+        {
             Ok(DataFileState::Unstamped)
         }
         0 => Err(DataFileError::ForeignTables {
@@ -326,7 +329,10 @@ mod tests {
     fn our_tables_without_the_stamp_get_stamped_and_then_are_current() {
         let dir = tempfile::tempdir().unwrap();
         let path = ours(dir.path());
-        assert_eq!(check_database_file(&path).unwrap(), DataFileState::Unstamped);
+        assert_eq!(
+            check_database_file(&path).unwrap(),
+            DataFileState::Unstamped
+        );
         stamp(&Connection::open(&path).unwrap()).unwrap();
         assert_eq!(check_database_file(&path).unwrap(), DataFileState::Current);
     }
@@ -337,17 +343,27 @@ mod tests {
         let check = |path: &Path| {
             let before = std::fs::read(path).unwrap();
             let result = check_database_file(path);
-            assert_eq!(std::fs::read(path).unwrap(), before, "the check changed the file");
+            assert_eq!(
+                std::fs::read(path).unwrap(),
+                before,
+                "the check changed the file"
+            );
             let e = result.expect_err("should be refused");
             assert!(e.to_string().contains(&path.display().to_string()), "{e}");
             e
         };
 
         let foreign = db_with(dir.path(), "CREATE TABLE customers (name TEXT);");
-        assert!(matches!(check(&foreign), DataFileError::ForeignTables { .. }));
+        assert!(matches!(
+            check(&foreign),
+            DataFileError::ForeignTables { .. }
+        ));
         std::fs::remove_file(&foreign).unwrap();
 
-        let other_app = db_with(dir.path(), "PRAGMA application_id = 42; CREATE TABLE a (x);");
+        let other_app = db_with(
+            dir.path(),
+            "PRAGMA application_id = 42; CREATE TABLE a (x);",
+        );
         assert!(matches!(
             check(&other_app),
             DataFileError::ForeignApplication {
@@ -365,7 +381,9 @@ mod tests {
         conn.execute_batch("CREATE TABLE filler (x); INSERT INTO filler SELECT zeroblob(5000) FROM (SELECT 1 UNION SELECT 2 UNION SELECT 3);")
             .unwrap();
         drop(conn);
-        assert!(matches!(check(&newer), DataFileError::NewerFormat { found, .. } if found == FORMAT_VERSION + 1));
+        assert!(
+            matches!(check(&newer), DataFileError::NewerFormat { found, .. } if found == FORMAT_VERSION + 1)
+        );
 
         let bytes = std::fs::read(&newer).unwrap();
         std::fs::write(&newer, &bytes[..bytes.len() / 2]).unwrap();

@@ -36,7 +36,9 @@ mod writer;
 pub use backup::{
     integrity_problems, BackupError, BackupPace, BackupProgress, BackupSnapshot, BackupSummary,
 };
-pub use datafile::{check_database_file, DataFileError, DataFileState, APPLICATION_ID, FORMAT_VERSION};
+pub use datafile::{
+    check_database_file, DataFileError, DataFileState, APPLICATION_ID, FORMAT_VERSION,
+};
 pub use lock::{DataDirLock, DataDirLockError};
 pub use log::{CommitLog, IndexId, ReadRange, ReadSet, WriteSet, WrittenKey};
 pub use query::{Bound, IndexQuery, Order, Page, PageRequest, MAX_PAGE_ITEMS};
