@@ -4,8 +4,10 @@
 //! written through the store itself) and served by the real binary. The load generator sends
 //! durable creates (`users:updateUser` of a new user, over the Convex RPC) in one-second slices: some before the
 //! backup, every slice that lies wholly inside the backup's run, some after it. The figure is
-//! creates/s during the backup as a share of the mean of the slices before and after, in the same
-//! run (target ≥ 70%).
+//! creates/s during the backup as a share of creates/s before it, in the same run (target ≥ 70%).
+//! The slices after are shown too but are not the baseline: while the backup holds its snapshot
+//! the WAL cannot be reset, so right after it the server checkpoints the WAL that grew meanwhile,
+//! and creates are slower for a while.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -43,8 +45,10 @@ pub struct BackupReport {
     pub creates_per_s_before: f64,
     pub creates_per_s_during: f64,
     pub creates_per_s_after: f64,
-    /// During ÷ mean(before, after).
+    /// During ÷ before.
     pub ratio: f64,
+    /// During ÷ after (after is depressed by the checkpoint of the WAL the backup held back).
+    pub ratio_to_after: f64,
     pub slices_during: usize,
     pub errors: u64,
     pub target_met: bool,
@@ -64,8 +68,11 @@ impl BackupReport {
              | before the backup ({SLICES_BEFORE} slices) | {:.0} |\n\
              | during the backup ({} slices, backup took {:.1} s) | {:.0} |\n\
              | after the backup ({SLICES_AFTER} slices) | {:.0} |\n\n\
-             During the backup: **{:.0}%** of the mean of before and after (target ≥ {:.0}%: {}). \
-             Failed requests: {}. Knobs: {}. Load average at the end: {}.\n\n\
+             During the backup: **{:.0}%** of the creates/s before it (target ≥ {:.0}%: {}); \
+             {:.0}% of those after it. After the backup the server checkpoints the WAL that grew \
+             while the backup held its snapshot (the WAL cannot be reset under an open reader), \
+             which is why the slices after it are slower. Failed requests: {}. Knobs: {}. Load \
+             average at the end (other work shares this 2-core machine): {}.\n\n\
              The backup's own report: `{}`\n",
             self.command,
             self.database_bytes as f64 / 1e9,
@@ -78,6 +85,7 @@ impl BackupReport {
             self.ratio * 100.0,
             TARGET_RATIO * 100.0,
             if self.target_met { "met" } else { "NOT met" },
+            self.ratio_to_after * 100.0,
             self.errors,
             self.knobs,
             self.load_average,
@@ -224,7 +232,7 @@ pub async fn run(bin: &Path, work: &Path, command: String) -> Result<BackupRepor
     let _ = std::fs::remove_dir_all(&target);
 
     let (b, d, a) = (mean(&before), mean(&during), mean(&after));
-    let ratio = d / ((b + a) / 2.0).max(1e-9);
+    let ratio = d / b.max(1e-9);
     Ok(BackupReport {
         command,
         database_bytes,
@@ -234,6 +242,7 @@ pub async fn run(bin: &Path, work: &Path, command: String) -> Result<BackupRepor
         creates_per_s_during: d,
         creates_per_s_after: a,
         ratio,
+        ratio_to_after: d / a.max(1e-9),
         slices_during: during.len(),
         errors,
         target_met: ratio >= TARGET_RATIO && !during.is_empty(),
