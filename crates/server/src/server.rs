@@ -201,12 +201,15 @@ impl Server {
             .map_err(|e| anyhow::anyhow!("could not start the runtime: {e}"))?;
         runtime.start_background();
 
+        let authenticator = Arc::new(ClerkAuthenticator::new(verifier, admin_key.clone()));
+        // An auth configuration given explicitly (tests, embedding) stays as given; one from the
+        // environment follows the deployment's variables too.
+        if matches!(options.auth, AuthSource::Environment) {
+            crate::auth_bridge::follow_env_vars(runtime.clone(), authenticator.clone());
+        }
         let state = AppState::new(
             runtime.clone(),
-            Arc::new(ClerkAuthenticator {
-                verifier,
-                admin_key: admin_key.clone(),
-            }),
+            authenticator,
             RouterConfig {
                 clock: options.clock,
                 ..RouterConfig::default()
