@@ -46,9 +46,7 @@ pub(crate) enum Endpoint {
 pub(crate) fn endpoint(path: &str) -> Option<Endpoint> {
     let rest = path.strip_prefix("/api/")?;
     Some(match rest {
-        "stream_function_logs" | "app_metrics/stream_function_logs" => {
-            Endpoint::StreamFunctionLogs
-        }
+        "stream_function_logs" | "app_metrics/stream_function_logs" => Endpoint::StreamFunctionLogs,
         "update_environment_variables" | "v1/update_environment_variables" => {
             Endpoint::UpdateEnvironmentVariables
         }
@@ -294,7 +292,7 @@ fn execution_json(entry: &FunctionLogEntry, kind: FunctionKind, structured: bool
         Some((module, function)) => format!("{module}:{function}"),
         None => entry.path.to_string(),
     };
-    let execution_id = format!("{}", entry.id);
+    let execution_id = entry.id.to_string();
     json!({
         "kind": "Completion",
         "udfType": udf_type(kind),

@@ -43,7 +43,10 @@ async fn admin_call(server: &TestServer, path: &str, args: Json) -> Json {
         server.api,
         "POST",
         "/api/function",
-        &[("Authorization", ADMIN), ("Content-Type", "application/json")],
+        &[
+            ("Authorization", ADMIN),
+            ("Content-Type", "application/json"),
+        ],
         body.as_bytes(),
     )
     .await;
@@ -114,7 +117,10 @@ async fn env_vars_are_set_read_and_removed() {
         b"",
     )
     .await;
-    assert_eq!(listed.json(), json!({"environmentVariables": {"OTHER": "z"}}));
+    assert_eq!(
+        listed.json(),
+        json!({"environmentVariables": {"OTHER": "z"}})
+    );
     server.stop().await;
 }
 
@@ -131,7 +137,11 @@ async fn bad_env_updates_get_stable_codes_and_write_nothing() {
         "BadJsonBody",
     );
     check(
-        update_env(&server, br#"{"changes":[{"name":"A","value":"x","extra":1}]}"#).await,
+        update_env(
+            &server,
+            br#"{"changes":[{"name":"A","value":"x","extra":1}]}"#,
+        )
+        .await,
         400,
         "BadJsonBody",
     );
@@ -139,9 +149,17 @@ async fn bad_env_updates_get_stable_codes_and_write_nothing() {
         r#"{{"changes":[{{"name":"A","value":"{}"}}]}}"#,
         "x".repeat(2 * 1024 * 1024)
     );
-    check(update_env(&server, huge.as_bytes()).await, 413, "BodyTooLarge");
     check(
-        set_vars(&server, json!([{"name": "OK", "value": "1"}, {"name": "9LIVES", "value": "1"}])).await,
+        update_env(&server, huge.as_bytes()).await,
+        413,
+        "BodyTooLarge",
+    );
+    check(
+        set_vars(
+            &server,
+            json!([{"name": "OK", "value": "1"}, {"name": "9LIVES", "value": "1"}]),
+        )
+        .await,
         400,
         "EnvironmentVariableNameInvalid",
     );
@@ -151,14 +169,22 @@ async fn bad_env_updates_get_stable_codes_and_write_nothing() {
         "EnvironmentVariableNameTooLong",
     );
     check(
-        set_vars(&server, json!([{"name": "BIG", "value": "v".repeat(8 * 1024 + 1)}])).await,
+        set_vars(
+            &server,
+            json!([{"name": "BIG", "value": "v".repeat(8 * 1024 + 1)}]),
+        )
+        .await,
         400,
         "EnvironmentVariableValueTooLarge",
     );
     let too_many: Vec<Json> = (0..101)
         .map(|i| json!({"name": format!("VAR_{i}"), "value": "1"}))
         .collect();
-    check(set_vars(&server, Json::Array(too_many)).await, 400, "EnvVarLimitMet");
+    check(
+        set_vars(&server, Json::Array(too_many)).await,
+        400,
+        "EnvVarLimitMet",
+    );
     assert!(
         server.runtime.deployment_env_vars().is_empty(),
         "a refused update wrote nothing"
@@ -166,7 +192,14 @@ async fn bad_env_updates_get_stable_codes_and_write_nothing() {
 
     // Credentials: none, a user's token, a wrong key; and the wrong method.
     let body = br#"{"changes":[]}"#;
-    let no_key = request(server.api, "POST", "/api/update_environment_variables", &[], body).await;
+    let no_key = request(
+        server.api,
+        "POST",
+        "/api/update_environment_variables",
+        &[],
+        body,
+    )
+    .await;
     no_key.assert_error(401, "MissingAdminKey");
     let user = request(
         server.api,
@@ -262,13 +295,19 @@ async fn the_log_stream_is_a_long_poll_with_a_cursor() {
         .await
         .unwrap()
         .unwrap();
-    assert!(waited >= Duration::from_millis(250), "it waited: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(250),
+        "it waited: {waited:?}"
+    );
     let body = reply.json();
     let entries = body["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 1, "{body}");
     assert_eq!(entries[0]["identifier"], "messages:fail");
     assert_eq!(entries[0]["udfType"], "Query");
-    assert!(entries[0]["error"].as_str().unwrap().contains("Uncaught"), "{body}");
+    assert!(
+        entries[0]["error"].as_str().unwrap().contains("Uncaught"),
+        "{body}"
+    );
     assert!(body["newCursor"].as_f64().unwrap() > cursor);
 
     // A cursor from before a restart (beyond the newest entry) starts over.
@@ -276,7 +315,14 @@ async fn the_log_stream_is_a_long_poll_with_a_cursor() {
     assert!(!stale["entries"].as_array().unwrap().is_empty(), "{stale}");
     logs(&server, "abc").await.assert_error(400, "BadRequest");
     logs(&server, "-1").await.assert_error(400, "BadRequest");
-    let anonymous = request(server.api, "GET", "/api/stream_function_logs?cursor=0", &[], b"").await;
+    let anonymous = request(
+        server.api,
+        "GET",
+        "/api/stream_function_logs?cursor=0",
+        &[],
+        b"",
+    )
+    .await;
     anonymous.assert_error(401, "MissingAdminKey");
     server.stop().await;
 }
@@ -285,7 +331,8 @@ async fn the_log_stream_is_a_long_poll_with_a_cursor() {
 async fn table_data_pages_in_both_orders_and_is_bounded() {
     let server = TestServer::start(TestClock::Off).await;
     for i in 0..5 {
-        let body = json!({"path": "messages:send", "args": {"body": format!("m{i}")}, "format": "json"});
+        let body =
+            json!({"path": "messages:send", "args": {"body": format!("m{i}")}, "format": "json"});
         let reply = server.post("/api/mutation", &body.to_string()).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
     }
@@ -300,7 +347,10 @@ async fn table_data_pages_in_both_orders_and_is_bounded() {
         json!({"page": [{"name": "messages"}], "isDone": true, "continueCursor": "end"})
     );
 
-    for (order, expected) in [("asc", ["m0", "m1", "m2", "m3", "m4"]), ("desc", ["m4", "m3", "m2", "m1", "m0"])] {
+    for (order, expected) in [
+        ("asc", ["m0", "m1", "m2", "m3", "m4"]),
+        ("desc", ["m4", "m3", "m2", "m1", "m0"]),
+    ] {
         let mut cursor = Json::Null;
         let mut bodies = Vec::new();
         for _ in 0..5 {
@@ -329,7 +379,10 @@ async fn table_data_pages_in_both_orders_and_is_bounded() {
         .mutate(move |txn| -> Result<(), tickethub_store::StoreError> {
             for i in 0..max + 10 {
                 let mut row = tickethub_value::Object::new();
-                row.insert("body".into(), tickethub_value::Value::from(format!("bulk{i}")));
+                row.insert(
+                    "body".into(),
+                    tickethub_value::Value::from(format!("bulk{i}")),
+                );
                 txn.insert("messages", row)?;
             }
             Ok(())
@@ -351,7 +404,13 @@ async fn table_data_pages_in_both_orders_and_is_bounded() {
     )
     .await;
     assert_eq!(missing["status"], "error");
-    assert!(missing["errorMessage"].as_str().unwrap().contains("\"nope\" does not exist"), "{missing}");
+    assert!(
+        missing["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("\"nope\" does not exist"),
+        "{missing}"
+    );
 
     // Not for users: internal functions are found only with the admin key.
     let anonymous = server
@@ -385,12 +444,14 @@ async fn api_spec_lists_functions_with_validators_and_routes() {
         .find(|f| f["identifier"] == "messages.js:secret")
         .unwrap();
     assert_eq!(secret["visibility"], json!({"kind": "internal"}));
-    assert!(spec
-        .iter()
-        .all(|f| !f["identifier"].as_str().unwrap_or("").starts_with("_system/")));
+    assert!(spec.iter().all(|f| !f["identifier"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("_system/")));
     assert!(
-        spec.iter()
-            .any(|f| f["functionType"] == "HttpAction" && f["method"] == "GET" && f["path"] == "/whoami"),
+        spec.iter().any(|f| f["functionType"] == "HttpAction"
+            && f["method"] == "GET"
+            && f["path"] == "/whoami"),
         "{spec:?}"
     );
     server.stop().await;
@@ -451,14 +512,21 @@ async fn admin_impersonation_over_the_sync_protocol() {
     let url = format!("ws://{}/api/1.48.0/sync", server.api);
     let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     send(&mut ws, json!({"type": "Connect", "sessionId": "00000000-0000-4000-8000-000000000001", "connectionCount": 0, "lastCloseReason": "InitialConnect", "clientTs": 0})).await;
-    send(&mut ws, json!({"type": "Authenticate", "tokenType": "Admin", "value": ADMIN_KEY, "baseVersion": 0,
-        "impersonating": {"subject": "user_42", "issuer": "https://issuer.example"}})).await;
+    send(
+        &mut ws,
+        json!({"type": "Authenticate", "tokenType": "Admin", "value": ADMIN_KEY, "baseVersion": 0,
+        "impersonating": {"subject": "user_42", "issuer": "https://issuer.example"}}),
+    )
+    .await;
     let auth = next(&mut ws).await;
     assert_eq!(auth["type"], "Transition", "{auth}");
     send(&mut ws, json!({"type": "ModifyQuerySet", "baseVersion": 0, "newVersion": 1,
         "modifications": [{"type": "Add", "queryId": 0, "udfPath": "messages:whoami", "args": [{}], "componentPath": ""}]})).await;
     let transition = next(&mut ws).await;
-    assert_eq!(transition["modifications"][0]["value"], "user_42", "{transition}");
+    assert_eq!(
+        transition["modifications"][0]["value"], "user_42",
+        "{transition}"
+    );
 
     let (mut bad, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     send(&mut bad, json!({"type": "Connect", "sessionId": "00000000-0000-4000-8000-000000000002", "connectionCount": 0, "lastCloseReason": "InitialConnect", "clientTs": 0})).await;

@@ -136,7 +136,11 @@ fn validate(change: &EnvVarChange) -> Result<(), EnvVarError> {
     if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(EnvVarError::NameInvalid(name.clone()));
     }
-    if change.value.as_ref().is_some_and(|v| v.len() > MAX_VALUE_BYTES) {
+    if change
+        .value
+        .as_ref()
+        .is_some_and(|v| v.len() > MAX_VALUE_BYTES)
+    {
         return Err(EnvVarError::ValueTooLarge(name.clone()));
     }
     Ok(())
@@ -285,7 +289,11 @@ mod tests {
             name: name.to_string(),
             value: value.map(str::to_string),
         };
-        assert_eq!(validate(&change).err().map(|e| e.code()), expected, "{name}");
+        assert_eq!(
+            validate(&change).err().map(|e| e.code()),
+            expected,
+            "{name}"
+        );
     }
 
     #[test]
@@ -295,8 +303,16 @@ mod tests {
         check("1ABC", Some("x"), Some("EnvironmentVariableNameInvalid"));
         check("A-B", Some("x"), Some("EnvironmentVariableNameInvalid"));
         check("", Some("x"), Some("EnvironmentVariableNameInvalid"));
-        check(&"A".repeat(257), Some("x"), Some("EnvironmentVariableNameTooLong"));
-        check("BIG", Some(&"x".repeat(8193)), Some("EnvironmentVariableValueTooLarge"));
+        check(
+            &"A".repeat(257),
+            Some("x"),
+            Some("EnvironmentVariableNameTooLong"),
+        );
+        check(
+            "BIG",
+            Some(&"x".repeat(8193)),
+            Some("EnvironmentVariableValueTooLarge"),
+        );
         check("BIG", Some(&"x".repeat(8192)), None);
     }
 }

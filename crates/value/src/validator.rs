@@ -301,8 +301,12 @@ pub fn validator_json(validator: &Validator) -> serde_json::Value {
         Validator::String => serde_json::json!({"type": "string"}),
         Validator::Bytes => serde_json::json!({"type": "bytes"}),
         Validator::Any => serde_json::json!({"type": "any"}),
-        Validator::Literal(v) => serde_json::json!({"type": "literal", "value": v.to_convex_json()}),
-        Validator::Array(inner) => serde_json::json!({"type": "array", "value": validator_json(inner)}),
+        Validator::Literal(v) => {
+            serde_json::json!({"type": "literal", "value": v.to_convex_json()})
+        }
+        Validator::Array(inner) => {
+            serde_json::json!({"type": "array", "value": validator_json(inner)})
+        }
         Validator::Record(k, v) => {
             serde_json::json!({"type": "record", "keys": validator_json(k), "values": {"fieldType": validator_json(v), "optional": false}})
         }
