@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -18,6 +18,16 @@ import { startIssuer } from "./lib/oidc.mjs";
 import { anyApi } from "convex/server";
 
 const CONVEX_BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), "node_modules", ".bin", "convex");
+
+/**
+ * An empty project directory: the CLI wants a package.json that depends on `convex` (and reads
+ * no .env.local from here).
+ */
+async function projectDir() {
+  const dir = await mkdtemp(path.join(tmpdir(), "convex-cli-"));
+  await writeFile(path.join(dir, "package.json"), JSON.stringify({ name: "cli-e2e", private: true, dependencies: { convex: "1.48.0" } }));
+  return dir;
+}
 
 /** The CLI's environment: only the self-hosted pair (and PATH/HOME), no deploy keys. */
 function cliEnv(server, adminKey = server.adminKey) {
@@ -70,7 +80,7 @@ describe("the official Convex CLI against tickethub", { timeout: 600_000 }, () =
   before(async () => {
     // No CLERK_WEBHOOK_SECRET in the process environment: the CLI sets it.
     server = await startServer({ which: "tickethub" });
-    cwd = await mkdtemp(path.join(tmpdir(), "convex-cli-"));
+    cwd = await projectDir();
   });
   after(async () => {
     await server?.cleanup();
@@ -336,7 +346,7 @@ describe("deployment variables over the process environment", { timeout: 300_000
     issuer = await startIssuer();
     // Started with a webhook secret and no auth provider in its process environment.
     server = await startServer({ which: "tickethub", env: { CLERK_WEBHOOK_SECRET: processSecret } });
-    cwd = await mkdtemp(path.join(tmpdir(), "convex-cli-"));
+    cwd = await projectDir();
   });
   after(async () => {
     await server?.cleanup();
