@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use harness::{request, Reply, TestClock, TestServer, ADMIN_KEY};
 use serde_json::{json, Value as Json};
+use tickethub_runtime::v;
 use tokio_tungstenite::tungstenite::Message;
 
 const ADMIN: &str = "Convex tickethub-test|0123456789abcdef";
@@ -304,10 +305,7 @@ async fn the_log_stream_is_a_long_poll_with_a_cursor() {
     assert_eq!(entries.len(), 1, "{body}");
     assert_eq!(entries[0]["identifier"], "messages:fail");
     assert_eq!(entries[0]["udfType"], "Query");
-    assert!(
-        entries[0]["error"].as_str().unwrap().contains("Uncaught"),
-        "{body}"
-    );
+    assert_eq!(entries[0]["error"], "boom", "{body}");
     assert!(body["newCursor"].as_f64().unwrap() > cursor);
 
     // A cursor from before a restart (beyond the newest entry) starts over.
@@ -423,27 +421,57 @@ async fn table_data_pages_in_both_orders_and_is_bounded() {
     server.stop().await;
 }
 
+#[derive(serde::Deserialize)]
+struct TypedArgs {
+    name: String,
+}
+
+impl tickethub_runtime::Args for TypedArgs {
+    fn validator() -> Option<tickethub_runtime::Validator> {
+        Some(v::object([
+            ("name", v::string()),
+            ("count", v::optional(v::int64())),
+            ("tags", v::array(v::union([v::literal("a"), v::null()]))),
+        ]))
+    }
+}
+
 #[tokio::test]
 async fn api_spec_lists_functions_with_validators_and_routes() {
-    let server = TestServer::start(TestClock::Off).await;
+    let mut app = harness::test_app();
+    app.query("spec/typed:get", |_ctx, args: TypedArgs| Ok(args.name))
+        .returns(v::string());
+    let server = TestServer::start_with(app, TestClock::Off).await;
     let spec = value(&server, "_system/cli/modules:apiSpec", json!({})).await;
     let spec = spec.as_array().unwrap();
-    let send = spec
-        .iter()
-        .find(|f| f["identifier"] == "messages.js:send")
-        .unwrap_or_else(|| panic!("no messages.js:send in {spec:?}"));
-    assert_eq!(send["functionType"], "Mutation");
-    assert_eq!(send["visibility"], json!({"kind": "public"}));
+    let find = |identifier: &str| {
+        spec.iter()
+            .find(|f| f["identifier"] == identifier)
+            .unwrap_or_else(|| panic!("no {identifier} in {spec:?}"))
+            .clone()
+    };
+    let typed = find("spec/typed.js:get");
+    assert_eq!(typed["functionType"], "Query");
+    assert_eq!(typed["visibility"], json!({"kind": "public"}));
     assert_eq!(
-        send["args"],
-        json!({"type": "object", "value": {"body": {"fieldType": {"type": "string"}, "optional": false}}})
+        typed["args"],
+        json!({"type": "object", "value": {
+            "name": {"fieldType": {"type": "string"}, "optional": false},
+            "count": {"fieldType": {"type": "bigint"}, "optional": true},
+            "tags": {"fieldType": {"type": "array", "value": {"type": "union", "value": [
+                {"type": "literal", "value": "a"}, {"type": "null"}]}}, "optional": false},
+        }})
     );
+    assert_eq!(typed["returns"], json!({"type": "string"}));
+    let send = find("messages.js:send");
+    assert_eq!(send["functionType"], "Mutation");
+    assert_eq!(send["args"], json!({"type": "any"}), "no validator is any");
     assert_eq!(send["returns"], json!({"type": "any"}));
-    let secret = spec
-        .iter()
-        .find(|f| f["identifier"] == "messages.js:secret")
-        .unwrap();
-    assert_eq!(secret["visibility"], json!({"kind": "internal"}));
+    assert_eq!(
+        find("messages.js:secret")["visibility"],
+        json!({"kind": "internal"})
+    );
+    assert_eq!(find("messages.js:ping")["functionType"], "Action");
     assert!(spec.iter().all(|f| !f["identifier"]
         .as_str()
         .unwrap_or("")
