@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -161,6 +161,22 @@ describe("the official Convex CLI against tickethub", { timeout: 600_000 }, () =
     assert.notEqual(r.code, 0);
     assert.match(r.stdout + r.stderr, /not supported by tickethub/, r.stderr);
     assert.ok(r.ms < 20_000, `took ${r.ms} ms (a 404 would be retried for a minute)`);
+  }));
+
+  test("run --push is refused at the first push request with a clear message", withLogs(async () => {
+    // A real project for the CLI's local bundling step: a convex/ folder and the package.
+    const project = await projectDir();
+    try {
+      await mkdir(path.join(project, "convex"));
+      await writeFile(path.join(project, "convex", "probe.ts"), 'import { query } from "./_generated/server";\nexport const get = query(async () => 1);\n');
+      await symlink(path.join(path.dirname(CONVEX_BIN), ".."), path.join(project, "node_modules"), "dir");
+      const r = await convex(server, ["run", "--push", "users:current"], { cwd: project });
+      assert.notEqual(r.code, 0);
+      assert.match(r.stdout + r.stderr, /get_config_hashes 400 Bad Request: NotSupported: .* not supported by tickethub/);
+      assert.ok(r.ms < 30_000, `took ${r.ms} ms`);
+    } finally {
+      await rm(project, { recursive: true, force: true });
+    }
   }));
 
   test("data: the table list, a table's documents with --limit and --order, a system table", withLogs(async () => {
