@@ -42,8 +42,12 @@ impl ClerkAuthenticator {
 
 /// Keep the JWT verifier in step with `CLERK_JWT_ISSUER_DOMAIN` as functions see it (the
 /// deployment variable first, then the process environment): checked now, and again after every
-/// change of the deployment's variables. Ends when the runtime is dropped.
-pub fn follow_env_vars(runtime: Runtime, authenticator: Arc<ClerkAuthenticator>) {
+/// change of the deployment's variables. The task holds the runtime, so the server aborts it
+/// (the returned handle) when it shuts down; it also ends once the authenticator is gone.
+pub fn follow_env_vars(
+    runtime: Runtime,
+    authenticator: Arc<ClerkAuthenticator>,
+) -> tokio::task::JoinHandle<()> {
     let mut changes = runtime.watch_env_vars();
     let mut applied = runtime.config().env.get(CLERK_ISSUER_ENV).cloned();
     let weak = Arc::downgrade(&authenticator);
@@ -76,7 +80,7 @@ pub fn follow_env_vars(runtime: Runtime, authenticator: Arc<ClerkAuthenticator>)
                 return;
             }
         }
-    });
+    })
 }
 
 impl Authenticator for ClerkAuthenticator {

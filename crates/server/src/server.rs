@@ -81,6 +81,9 @@ pub struct Server {
     runtime: Runtime,
     stop: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
+    /// Rebuilds the JWT verifier when `CLERK_JWT_ISSUER_DOMAIN` changes as a deployment
+    /// variable; aborted at shutdown.
+    env_follower: Option<JoinHandle<()>>,
     /// Held until the server is dropped (after [`Server::shutdown`] closed the store): no other
     /// server may use the data dir meanwhile.
     _data_dir_lock: DataDirLock,
@@ -204,9 +207,8 @@ impl Server {
         let authenticator = Arc::new(ClerkAuthenticator::new(verifier, admin_key.clone()));
         // An auth configuration given explicitly (tests, embedding) stays as given; one from the
         // environment follows the deployment's variables too.
-        if matches!(options.auth, AuthSource::Environment) {
-            crate::auth_bridge::follow_env_vars(runtime.clone(), authenticator.clone());
-        }
+        let env_follower = matches!(options.auth, AuthSource::Environment)
+            .then(|| crate::auth_bridge::follow_env_vars(runtime.clone(), authenticator.clone()));
         let state = AppState::new(
             runtime.clone(),
             authenticator,
@@ -241,6 +243,7 @@ impl Server {
             runtime,
             stop,
             listeners,
+            env_follower,
             _data_dir_lock: data_dir_lock,
         })
     }
@@ -278,6 +281,9 @@ impl Server {
     /// close the store (checkpointing its log).
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
+        if let Some(follower) = &self.env_follower {
+            follower.abort();
+        }
         for listener in self.listeners {
             if let Err(e) = listener.await {
                 tracing::warn!("a listener task ended abnormally: {e}");
