@@ -6,6 +6,7 @@
 
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -16,6 +17,7 @@ import { newUserId, newWebhookSecret, sendSigned, userCreated } from "./lib/cler
 import { newClient, rejectsWith, waitFor, withLogs } from "./lib/helpers.mjs";
 import { startIssuer } from "./lib/oidc.mjs";
 import { anyApi } from "convex/server";
+import Stripe from "stripe";
 
 const CONVEX_BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), "node_modules", ".bin", "convex");
 
@@ -380,6 +382,24 @@ describe("deployment variables over the process environment", { timeout: 300_000
     await convexOk(server, ["env", "remove", "CLERK_WEBHOOK_SECRET"], { cwd });
     assert.equal((await deliver(processSecret)).status, 200);
     assert.equal((await deliver(deploymentSecret)).status, 400);
+  }));
+
+  test("env set STRIPE_WEBHOOK_SECRET: Stripe deliveries verify with it at once", withLogs(async () => {
+    const stripe = new Stripe("sk_test_never_used_for_network_calls");
+    const deliver = async (secret) => {
+      const body = JSON.stringify({ id: `evt_${randomBytes(8).toString("hex")}`, object: "event", type: "payment_intent.succeeded", data: { object: { id: "pi_1" } } });
+      const header = stripe.webhooks.generateTestHeaderString({ payload: body, secret });
+      const res = await fetch(`${server.siteUrl}/stripe-webhook`, { method: "POST", headers: { "content-type": "application/json", "stripe-signature": header }, body });
+      return { status: res.status, text: await res.text() };
+    };
+    const secret = `whsec_${randomBytes(24).toString("hex")}`;
+    assert.equal((await deliver(secret)).status, 500, "not configured yet");
+    await convexOk(server, ["env", "set", "STRIPE_WEBHOOK_SECRET", secret], { cwd });
+    const ok = await deliver(secret);
+    assert.equal(ok.status, 200, ok.text);
+    assert.equal(JSON.parse(ok.text).outcome, "ignored");
+    const wrong = await deliver(`whsec_${randomBytes(24).toString("hex")}`);
+    assert.ok(wrong.status >= 400 && wrong.status < 500, `${wrong.status} ${wrong.text}`);
   }));
 
   test("env set CLERK_JWT_ISSUER_DOMAIN turns JWT auth on without a restart", withLogs(async () => {
