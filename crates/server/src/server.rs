@@ -137,27 +137,6 @@ impl Server {
         for provider in auth_config.describe_providers() {
             tracing::info!("auth provider: {provider}");
         }
-        if !options.env.contains_key(WEBHOOK_SECRET_ENV) {
-            tracing::warn!(
-                "{WEBHOOK_SECRET_ENV} is not set: Clerk webhook deliveries cannot be verified and the webhook endpoint answers 500."
-            );
-        }
-        match options
-            .env
-            .get(STRIPE_WEBHOOK_SECRET_ENV)
-            .filter(|secret| !secret.trim().is_empty())
-        {
-            None => tracing::warn!(
-                "{STRIPE_WEBHOOK_SECRET_ENV} is not set: Stripe webhook deliveries cannot be verified and POST /stripe-webhook answers 500."
-            ),
-            Some(secret) => {
-                if let Err(error) = StripeVerifier::new(secret) {
-                    tracing::warn!(
-                        "{STRIPE_WEBHOOK_SECRET_ENV} is not usable ({error}); POST /stripe-webhook answers 500."
-                    );
-                }
-            }
-        }
         let verifier = TokenVerifier::new(auth_config)
             .map_err(|e| anyhow::anyhow!("auth configuration: {e}"))?;
         let auth_enabled = verifier.is_enabled();
@@ -203,6 +182,27 @@ impl Server {
             .context("starting the runtime")?
             .map_err(|e| anyhow::anyhow!("could not start the runtime: {e}"))?;
         runtime.start_background();
+        // After the runtime: a secret set as a deployment variable (`npx convex env set`) counts.
+        if runtime.env_var(WEBHOOK_SECRET_ENV).is_none() {
+            tracing::warn!(
+                "{WEBHOOK_SECRET_ENV} is not set: Clerk webhook deliveries cannot be verified and the webhook endpoint answers 500."
+            );
+        }
+        match runtime
+            .env_var(STRIPE_WEBHOOK_SECRET_ENV)
+            .filter(|secret| !secret.trim().is_empty())
+        {
+            None => tracing::warn!(
+                "{STRIPE_WEBHOOK_SECRET_ENV} is not set: Stripe webhook deliveries cannot be verified and POST /stripe-webhook answers 500."
+            ),
+            Some(secret) => {
+                if let Err(error) = StripeVerifier::new(&secret) {
+                    tracing::warn!(
+                        "{STRIPE_WEBHOOK_SECRET_ENV} is not usable ({error}); POST /stripe-webhook answers 500."
+                    );
+                }
+            }
+        }
 
         let authenticator = Arc::new(ClerkAuthenticator::new(verifier, admin_key.clone()));
         // An auth configuration given explicitly (tests, embedding) stays as given; one from the
