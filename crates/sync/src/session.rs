@@ -46,6 +46,7 @@ where
     let (close_with, close_frame) = oneshot::channel();
     let writer = tokio::spawn(write_loop(sink, outbox_rx, close_frame, options));
     let (id, signal) = hub.open_session();
+    let mut too_big = false;
     let mut session = Session {
         hub: hub.clone(),
         outbox,
@@ -80,6 +81,7 @@ where
             }
             Err(Close::AfterAuthError) => break,
             Err(Close::TooBig(detail)) => {
+                too_big = true;
                 // The frame's payload was never read; all that is left is to say why we close.
                 tracing::info!(%detail, "closing a sync connection that sent an oversized message");
                 let _ = close_with.send(CloseFrame {
@@ -95,7 +97,14 @@ where
         }
     }
     drop(session);
-    let _ = writer.await;
+    let sink = writer.await;
+    if too_big {
+        if let Ok(socket) = sink.map(|sink| incoming.reunite(sink)) {
+            if let Ok(mut socket) = socket {
+                drain_after_close(socket.get_mut()).await;
+            }
+        }
+    }
     hub.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
 }
 
@@ -104,7 +113,8 @@ async fn write_loop<S>(
     mut outbox: mpsc::Receiver<ServerMessage>,
     mut close_frame: oneshot::Receiver<CloseFrame<'static>>,
     options: SyncOptions,
-) where
+) -> futures_util::stream::SplitSink<WebSocketStream<S>, Message>
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
@@ -139,6 +149,32 @@ async fn write_loop<S>(
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+    sink
+}
+
+/// Most bytes, and longest time, spent discarding what a client that sent an oversized frame is
+/// still sending after our close frame.
+const DRAIN_AFTER_CLOSE_BYTES: usize = 128 * 1024 * 1024;
+const DRAIN_AFTER_CLOSE_TIME: Duration = Duration::from_secs(2);
+
+/// After refusing an oversized frame the client is usually still sending its payload. Closing the
+/// TCP connection with unread data makes the kernel send a reset, and the client may then lose our
+/// close frame (it sees 1006 instead of 1009). So read and discard the rest, bounded in bytes and
+/// time, at the TCP level (never as a WebSocket message), giving the client time to read the close
+/// frame and hang up.
+async fn drain_after_close<S: AsyncRead + Unpin>(raw: &mut S) {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = vec![0u8; 64 * 1024];
+    let drain = async {
+        let mut seen = 0usize;
+        while seen < DRAIN_AFTER_CLOSE_BYTES {
+            match raw.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_AFTER_CLOSE_TIME, drain).await;
 }
 
 enum Close {
