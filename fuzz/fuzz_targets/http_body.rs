@@ -5,7 +5,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use tickethub_router::body::parse_json;
-use tickethub_router::wire::{decode_ts, unwrap_args, ArgsShape, BatchBody, CallBody, Format, RunBody};
+use tickethub_router::wire::{
+    decode_ts, unwrap_args, ArgsShape, BatchBody, CallBody, Format, RunBody,
+};
 use tickethub_router::ApiError;
 
 fuzz_target!(|data: &[u8]| {

@@ -19,13 +19,15 @@ fuzz_target!(|data: &[u8]| {
     // What a validator prints (in error messages, and as a schema would be written) must parse
     // back to the same validator.
     let printed = validator.describe();
-    let reparsed = Validator::parse(&printed)
-        .unwrap_or_else(|e| panic!("{printed} does not parse back: {e}"));
+    let reparsed =
+        Validator::parse(&printed).unwrap_or_else(|e| panic!("{printed} does not parse back: {e}"));
     assert_eq!(reparsed, validator, "{printed}");
-    let tables: BTreeMap<String, TableNumber> =
-        [("users".to_string(), TableNumber(10001)), ("events".to_string(), TableNumber(10002))]
-            .into_iter()
-            .collect();
+    let tables: BTreeMap<String, TableNumber> = [
+        ("users".to_string(), TableNumber(10001)),
+        ("events".to_string(), TableNumber(10002)),
+    ]
+    .into_iter()
+    .collect();
     if let Ok(json) = serde_json::from_str::<serde_json::Value>(value_text) {
         if let Ok(value) = Value::from_convex_json(&json) {
             if let Err(error) = validator.check(&value, &tables) {

@@ -157,12 +157,10 @@ async fn a_frame_over_the_limit_is_closed_with_1009() {
         "x".repeat(1 << 20)
     );
     ws.send(Message::Text(big)).await.unwrap();
-    let close = loop {
-        match next(&mut ws).await {
-            Some(Message::Close(frame)) => break frame,
-            Some(other) => panic!("expected a close, got {other:?}"),
-            None => panic!("the socket ended without a close frame"),
-        }
+    let close = match next(&mut ws).await {
+        Some(Message::Close(frame)) => frame,
+        Some(other) => panic!("expected a close, got {other:?}"),
+        None => panic!("the socket ended without a close frame"),
     };
     let frame = close.expect("a close frame with a code");
     assert_eq!(frame.code, CloseCode::Size, "{frame:?}");
@@ -206,11 +204,9 @@ async fn subscriptions_beyond_the_cap_close_with_too_many_subscriptions() {
     assert!(error.starts_with("TooManySubscriptions:"), "{error}");
     assert!(error.contains('3'), "{error}");
     // Then the connection closes.
-    loop {
-        match next(&mut ws).await {
-            None | Some(Message::Close(_)) => break,
-            Some(other) => panic!("expected the socket to close, got {other:?}"),
-        }
+    match next(&mut ws).await {
+        None | Some(Message::Close(_)) => {}
+        Some(other) => panic!("expected the socket to close, got {other:?}"),
     }
     // Removing a query frees its place: at the cap, a Remove then an Add in one message is fine.
     let mut ws = connect(&server).await;

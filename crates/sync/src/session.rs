@@ -99,10 +99,8 @@ where
     drop(session);
     let sink = writer.await;
     if too_big {
-        if let Ok(socket) = sink.map(|sink| incoming.reunite(sink)) {
-            if let Ok(mut socket) = socket {
-                drain_after_close(socket.get_mut()).await;
-            }
+        if let Ok(Ok(mut socket)) = sink.map(|sink| incoming.reunite(sink)) {
+            drain_after_close(socket.get_mut()).await;
         }
     }
     hub.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
@@ -266,7 +264,8 @@ impl Session {
                             args,
                         } => {
                             let limit = self.hub.options().max_queries_per_connection;
-                            if !self.queries.contains_key(&query_id) && self.queries.len() >= limit {
+                            if !self.queries.contains_key(&query_id) && self.queries.len() >= limit
+                            {
                                 return Err(Close::Fatal(format!(
                                     "TooManySubscriptions: this connection already has {limit} queries subscribed, the most it may have; remove some before adding more."
                                 )));
