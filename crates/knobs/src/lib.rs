@@ -180,6 +180,20 @@ knob!(
     SYNC_MAX_ACTIONS_PER_CONNECTION: usize = 16, min 1, max 4096
 );
 
+knob!(
+    /// Queries one WebSocket connection may have subscribed at once. A `ModifyQuerySet` that
+    /// would go past it closes the connection with `TooManySubscriptions`: every subscription
+    /// costs memory and a re-run on each matching commit, so one client must not hold unboundedly
+    /// many. The official client keeps one per distinct `useQuery`, far below this.
+    SYNC_MAX_QUERIES_PER_CONNECTION: usize = 1024, min 1, max 1_048_576
+);
+knob!(
+    /// Largest WebSocket message (and frame) a client may send, in bytes: function args may be
+    /// 16 MiB, plus the envelope. A bigger frame is refused from its header (close code 1009,
+    /// Message Too Big) and its payload is never buffered.
+    SYNC_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024 + 64 * 1024, min 1024, max 1usize << 30
+);
+
 // ---------------------------------------------------------------------------------------------
 // HTTP
 
@@ -187,6 +201,25 @@ knob!(
     /// Open connections the server accepts, over both ports together. Beyond it a new connection
     /// is answered `503 TooManyConnections` and closed.
     MAX_CONNECTIONS: usize = 4096, min 1, max 1_000_000
+);
+knob!(
+    /// Time a client gets to send a request's complete headers, counted from when the server
+    /// starts waiting for them (also between requests on a kept-alive connection). Past it the
+    /// connection is closed: a slowloris client that trickles header bytes holds a connection for
+    /// at most this long. 10 s is far above what any real client on any network needs.
+    HTTP_HEADER_READ_TIMEOUT: Duration(ms) = 10_000, min 100, max 600_000
+);
+knob!(
+    /// Time a client gets to send a whole request body to `/api/*`, HTTP actions and the
+    /// dashboard API (at most 16–20 MiB). Past it the request is answered `408 BodyReadTimeout`
+    /// and the connection closed. 60 s lets 20 MiB through at under 3 Mbit/s.
+    HTTP_BODY_READ_TIMEOUT: Duration(ms) = 60_000, min 100, max 3_600_000
+);
+knob!(
+    /// File uploads may be large and slow, so they have no total deadline; instead the body must
+    /// keep moving: an upload that receives no bytes for this long is refused with
+    /// `408 BodyReadTimeout` and its partial file removed.
+    HTTP_UPLOAD_STALL_TIMEOUT: Duration(ms) = 30_000, min 100, max 3_600_000
 );
 knob!(
     /// Time a graceful shutdown waits for open requests before it stops anyway.

@@ -118,7 +118,13 @@ async fn route(
         }
         Endpoint::UpdateEnvironmentVariables => {
             let (parts, body) = request.into_parts();
-            let bytes = read_limited(body, &parts.headers, ENV_BODY_LIMIT).await?;
+            let bytes = read_limited(
+                body,
+                &parts.headers,
+                ENV_BODY_LIMIT,
+                state.config.timeouts.body,
+            )
+            .await?;
             update_environment_variables(state, &bytes).await
         }
         Endpoint::NotSupported(what) => Err(not_supported(what)),

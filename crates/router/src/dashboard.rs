@@ -162,7 +162,13 @@ async fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), Dash
 
 async fn body(state: &AppState, request: Request<Incoming>) -> Result<Json, DashError> {
     let (parts, body) = request.into_parts();
-    let bytes = read_limited(body, &parts.headers, state.config.limits.api).await?;
+    let bytes = read_limited(
+        body,
+        &parts.headers,
+        state.config.limits.api,
+        state.config.timeouts.body,
+    )
+    .await?;
     Ok(parse_json::<Json>(&bytes)?)
 }
 

@@ -24,6 +24,9 @@ pub enum ErrorCode {
     BadFormat,
     /// The body is larger than the endpoint allows.
     BodyTooLarge,
+    /// The body did not arrive within `HTTP_BODY_READ_TIMEOUT` (an upload: it paused longer than
+    /// `HTTP_UPLOAD_STALL_TIMEOUT`). The connection is closed after the answer.
+    BodyReadTimeout,
     /// A malformed `Convex-Client` header.
     InvalidClientVersion,
     /// `Authorization` is neither `Bearer <token>` nor `Convex <admin key>`.
@@ -106,6 +109,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => "BadRequest",
             ErrorCode::BadFormat => "BadFormat",
             ErrorCode::BodyTooLarge => "BodyTooLarge",
+            ErrorCode::BodyReadTimeout => "BodyReadTimeout",
             ErrorCode::InvalidClientVersion => "InvalidClientVersion",
             ErrorCode::InvalidAuthHeader => "InvalidAuthHeader",
             ErrorCode::Unauthenticated => "Unauthenticated",
@@ -165,6 +169,7 @@ impl ErrorCode {
             | ErrorCode::InvalidClientVersion
             | ErrorCode::InvalidValue => StatusCode::BAD_REQUEST,
             ErrorCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::BodyReadTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::InvalidAuthHeader
             | ErrorCode::Unauthenticated
             | ErrorCode::NoAuthProvider
@@ -244,7 +249,14 @@ impl ApiError {
             message: &self.message,
         })
         .unwrap_or_else(|_| b"{\"code\":\"InternalServerError\",\"message\":\"\"}".to_vec());
-        json_response(self.code.status(), body)
+        let mut response = json_response(self.code.status(), body);
+        if self.code == ErrorCode::BodyReadTimeout {
+            // The rest of the body may still be on its way; this connection cannot be reused.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 

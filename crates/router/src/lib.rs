@@ -49,7 +49,7 @@ use hyper::body::Incoming;
 pub use credentials::{AuthFailure, AuthFailureKind, Authenticator, BoxFuture};
 pub use error::{ApiError, ErrorCode};
 pub use serve::{serve, ConnectionLimit, GracePeriod};
-pub use state::{AppState, BodyLimits, RouterConfig};
+pub use state::{AppState, BodyLimits, ReadTimeouts, RouterConfig};
 
 /// Every response body: small and fully buffered, or (stored files) streamed from disk.
 pub use response_body::ResponseBody;

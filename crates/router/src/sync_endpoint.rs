@@ -19,9 +19,6 @@ use crate::error::{json_response, ApiError, ErrorCode};
 use crate::serve::ConnectionSlot;
 use crate::{AppState, ResponseBody};
 
-/// Largest client message: function args may be 16 MiB, plus the envelope.
-const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024 + 64 * 1024;
-
 /// Lets sync sessions authenticate with the same verifier and admin key as `/api/*`.
 pub(crate) struct SocketAuth(pub Arc<dyn Authenticator>);
 
@@ -79,6 +76,10 @@ pub(crate) fn upgrade(
     };
     let accept = derive_accept_key(key.as_bytes());
     let hub = state.sync.clone();
+    // A frame over this is refused from its header alone (tungstenite checks the declared length
+    // before reading the payload), so a 100 MB frame is never buffered; the session answers it
+    // with close code 1009.
+    let max_message_bytes = hub.options().max_message_bytes;
     // The socket outlives the HTTP connection's task: it keeps the connection's place under
     // the cap, and its span.
     let slot = request.extensions().get::<ConnectionSlot>().cloned();
@@ -88,8 +89,8 @@ pub(crate) fn upgrade(
         match on_upgrade.await {
             Ok(upgraded) => {
                 let config = WebSocketConfig {
-                    max_message_size: Some(MAX_MESSAGE_BYTES),
-                    max_frame_size: Some(MAX_MESSAGE_BYTES),
+                    max_message_size: Some(max_message_bytes),
+                    max_frame_size: Some(max_message_bytes),
                     ..WebSocketConfig::default()
                 };
                 let socket = WebSocketStream::from_raw_socket(
