@@ -99,12 +99,24 @@ pub(super) fn purge_finished_before(
     })
 }
 
-/// Run one purge if it is due at `now_ms`, and return when the next one is due.
-pub(super) async fn purge_if_due(rt: &Runtime, now_ms: f64) -> f64 {
+/// When the next purge is due, as [`purge_if_due`] left it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct NextPurge {
+    /// Runtime clock, Unix ms.
+    pub(super) at_ms: f64,
+    /// The last batch was full: the next one is due at once.
+    pub(super) backlog: bool,
+}
+
+/// Run one purge if it is due at `now_ms`, and say when the next one is due.
+pub(super) async fn purge_if_due(rt: &Runtime, now_ms: f64) -> NextPurge {
     let sched = &rt.inner.sched;
     if let Some(due) = *sched.next_purge_ms.lock() {
         if due > now_ms {
-            return due;
+            return NextPurge {
+                at_ms: due,
+                backlog: false,
+            };
         }
     }
     let retention = rt.inner.config.scheduled_jobs;
@@ -113,7 +125,7 @@ pub(super) async fn purge_if_due(rt: &Runtime, now_ms: f64) -> f64 {
     let batch = retention.purge_batch;
     let purged =
         system_mutation(rt, move |txn| Ok(purge_finished_before(txn, cutoff, batch)?)).await;
-    let next = match purged {
+    let (next, backlog) = match purged {
         Ok(purged) => {
             if purged.deleted > 0 {
                 tracing::info!(
@@ -123,16 +135,19 @@ pub(super) async fn purge_if_due(rt: &Runtime, now_ms: f64) -> f64 {
                 );
             }
             if purged.more_left {
-                now_ms
+                (now_ms, true)
             } else {
-                now_ms + interval_ms
+                (now_ms + interval_ms, false)
             }
         }
         Err(e) => {
             tracing::warn!(error = %e, "purging finished scheduled jobs failed; retrying later");
-            now_ms + interval_ms
+            (now_ms + interval_ms, false)
         }
     };
     *sched.next_purge_ms.lock() = Some(next);
-    next
+    NextPurge {
+        at_ms: next,
+        backlog,
+    }
 }

@@ -118,6 +118,8 @@ struct Pass {
     due_left: bool,
     /// Earliest future time something becomes due (a pending job, a cron, the next purge).
     next_due: Option<f64>,
+    /// The purge's batch was full: more finished jobs past retention are left.
+    purge_backlog: bool,
 }
 
 /// Fire due crons, then start due jobs (up to the concurrency bound), then purge finished jobs
@@ -196,7 +198,7 @@ async fn run_pass(rt: &Runtime) -> Result<Pass, FnError> {
         .fold(None, |acc: Option<f64>, t| {
             Some(acc.map_or(t, |a| a.min(t)))
         });
-    let next_due = [next_job, next_cron, Some(next_purge)]
+    let next_due = [next_job, next_cron, Some(next_purge.at_ms)]
         .into_iter()
         .flatten()
         .reduce(f64::min);
@@ -204,6 +206,7 @@ async fn run_pass(rt: &Runtime) -> Result<Pass, FnError> {
         started,
         due_left,
         next_due,
+        purge_backlog: next_purge.backlog,
     })
 }
 
@@ -260,15 +263,22 @@ async fn wait_idle(rt: &Runtime) {
     }
 }
 
-/// Run every job and cron due by now (and the due jobs those schedule) to completion.
+/// Run every job and cron due by now (and the due jobs those schedule) to completion, and purge
+/// every finished job past its retention.
 pub(crate) async fn run_until_idle(rt: &Runtime) -> Result<(), FnError> {
     ensure_initialized(rt).await?;
-    for _ in 0..MAX_ADVANCE_ROUNDS {
+    let mut rounds = 0;
+    while rounds < MAX_ADVANCE_ROUNDS {
         wait_idle(rt).await;
         let pass = run_pass(rt).await?;
         wait_idle(rt).await;
-        if pass.started == 0 && !pass.due_left {
+        let jobs_left = pass.started > 0 || pass.due_left;
+        if !jobs_left && !pass.purge_backlog {
             return Ok(());
+        }
+        // Only rounds that ran jobs count: a purge backlog always ends, a job loop may not.
+        if jobs_left {
+            rounds += 1;
         }
     }
     Err(FnError::msg(format!(
