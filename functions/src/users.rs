@@ -459,7 +459,8 @@ pub(crate) fn prune_received_before(
     }
     let rescheduled = old.len() >= PRUNE_BATCH;
     if rescheduled {
-        ctx.scheduler.run_after(0.0, this_function, NoArgs {})?;
+        ctx.scheduler
+            .run_after(0.0, this_function, serde_json::json!({}))?;
     }
     Ok(PruneResult {
         deleted: old.len() as f64,
