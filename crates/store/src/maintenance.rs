@@ -87,8 +87,11 @@ pub(crate) fn ensure_incremental_vacuum(conn: &Connection) -> Result<AutoVacuumM
 pub(crate) fn maintain(conn: &Connection, step_pages: u64) -> Result<MaintenanceReport, StoreError> {
     let free_before = pragma_i64(conn, "freelist_count")?.max(0) as u64;
     if free_before > 0 {
-        // `incremental_vacuum(0)` would mean "all of them": never ask for 0.
-        conn.execute_batch(&format!("PRAGMA incremental_vacuum({})", step_pages.max(1)))?;
+        // `incremental_vacuum(0)` would mean "all of them": never ask for 0. The pragma yields
+        // one row per page it frees, so it must be stepped to the end (one step frees one page).
+        let mut vacuum = conn.prepare(&format!("PRAGMA incremental_vacuum({})", step_pages.max(1)))?;
+        let mut freed = vacuum.query([])?;
+        while freed.next()?.is_some() {}
     }
     let free_after = pragma_i64(conn, "freelist_count")?.max(0) as u64;
 
