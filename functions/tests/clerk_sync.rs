@@ -289,6 +289,8 @@ async fn delivery_ids_are_forgotten_after_a_week_but_tombstones_stay() {
 #[tokio::test]
 async fn a_full_prune_batch_runs_again_until_the_backlog_is_gone() {
     let hub = Hub::new(AuthMode::Enabled);
+    // Start the scheduler's clock for the crons (the first look sets their next runs).
+    hub.rt.advance_time(0.0).await.unwrap();
     // More deliveries than one prune batch holds (500), all of them past retention at once.
     let deliveries = ticket_hub_functions::users::PRUNE_BATCH * 2 + 100;
     for i in 0..deliveries {
