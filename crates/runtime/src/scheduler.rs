@@ -40,9 +40,9 @@ use tickethub_value::{validator::v, Value};
 use tokio::sync::Notify;
 
 pub(crate) use jobs::{cancel_job, insert_job, prepare_job};
+pub use retention::JobRetention;
 pub(crate) use run_loop::{run_until_idle, shutdown, start_background};
 pub(crate) use system::register_system_functions;
-pub use retention::JobRetention;
 pub use system::{SYSTEM_LIST_DEFAULT_LIMIT, SYSTEM_LIST_MAX_LIMIT};
 
 use crate::db::WriteOps;

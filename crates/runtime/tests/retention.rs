@@ -122,22 +122,35 @@ async fn finished_jobs_older_than_retention_are_purged_newer_and_pending_ones_ke
     rt.advance_time(5.0 * MINUTE).await.unwrap();
     let newer = schedule(&rt, "jobs:scheduleOk", 0.0).await;
     rt.advance_time(10.0).await.unwrap();
-    assert_eq!(jobs(&rt).await.len(), 5, "purged before the retention ran out");
+    assert_eq!(
+        jobs(&rt).await.len(),
+        5,
+        "purged before the retention ran out"
+    );
 
     // Past the retention of the first three, within that of the newer one.
     rt.advance_time(6.0 * MINUTE).await.unwrap();
     let states = jobs(&rt).await;
     for purged in [&succeeded, &failed, &canceled] {
-        assert!(!states.contains_key(purged), "{purged} outlived its retention: {states:?}");
+        assert!(
+            !states.contains_key(purged),
+            "{purged} outlived its retention: {states:?}"
+        );
     }
     assert_eq!(states.get(&newer).map(String::as_str), Some("success"));
-    assert_eq!(states.get(&far_pending).map(String::as_str), Some("pending"));
+    assert_eq!(
+        states.get(&far_pending).map(String::as_str),
+        Some("pending")
+    );
 
     // A pending job is never purged, however long it waits; it still runs when due (and its
     // row is then kept for the retention period like any other).
     rt.advance_time(24.0 * 60.0 * MINUTE).await.unwrap();
     let states = jobs(&rt).await;
-    assert_eq!(states.get(&far_pending).map(String::as_str), Some("success"));
+    assert_eq!(
+        states.get(&far_pending).map(String::as_str),
+        Some("success")
+    );
     assert!(!states.contains_key(&newer));
 
     rt.shutdown().await;

@@ -32,8 +32,8 @@ pub mod txn;
 mod writer;
 
 pub use lock::{DataDirLock, DataDirLockError};
-pub use maintenance::{Checkpoint, MaintenanceReport};
 pub use log::{CommitLog, IndexId, ReadRange, ReadSet, WriteSet, WrittenKey};
+pub use maintenance::{Checkpoint, MaintenanceReport};
 pub use query::{Bound, IndexQuery, Order, Page, PageRequest, MAX_PAGE_ITEMS};
 pub use schema::{IndexDef, Schema, SchemaError, TableDef};
 pub use store::{CommitHook, CommitInfo, Done, Job, Outcome, Store, StoreOptions};

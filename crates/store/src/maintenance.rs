@@ -84,12 +84,16 @@ pub(crate) fn ensure_incremental_vacuum(conn: &Connection) -> Result<AutoVacuumM
 
 /// One upkeep step: return up to `step_pages` free pages, then checkpoint and truncate the WAL
 /// without waiting for readers.
-pub(crate) fn maintain(conn: &Connection, step_pages: u64) -> Result<MaintenanceReport, StoreError> {
+pub(crate) fn maintain(
+    conn: &Connection,
+    step_pages: u64,
+) -> Result<MaintenanceReport, StoreError> {
     let free_before = pragma_i64(conn, "freelist_count")?.max(0) as u64;
     if free_before > 0 {
         // `incremental_vacuum(0)` would mean "all of them": never ask for 0. The pragma yields
         // one row per page it frees, so it must be stepped to the end (one step frees one page).
-        let mut vacuum = conn.prepare(&format!("PRAGMA incremental_vacuum({})", step_pages.max(1)))?;
+        let mut vacuum =
+            conn.prepare(&format!("PRAGMA incremental_vacuum({})", step_pages.max(1)))?;
         let mut freed = vacuum.query([])?;
         while freed.next()?.is_some() {}
     }
@@ -106,7 +110,9 @@ pub(crate) fn maintain(conn: &Connection, step_pages: u64) -> Result<Maintenance
     let checkpoint = match checkpointed {
         Ok(0) => Checkpoint::Truncated,
         Ok(_) => Checkpoint::Busy,
-        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy => {
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+        {
             Checkpoint::Busy
         }
         Err(e) => return Err(e.into()),

@@ -54,7 +54,10 @@ fn fill(store: &Store, docs: usize) -> Vec<DocumentId> {
                     .map(|n| {
                         let mut doc = Object::new();
                         // Distinct bodies, so nothing compresses or dedupes by accident.
-                        doc.insert("body".into(), Value::from(format!("{n:08}").repeat(BODY_BYTES / 8)));
+                        doc.insert(
+                            "body".into(),
+                            Value::from(format!("{n:08}").repeat(BODY_BYTES / 8)),
+                        );
                         doc.insert("n".into(), Value::Float64(n as f64));
                         tx.insert("blobs", doc)
                     })
@@ -79,10 +82,14 @@ fn count(store: &Store) -> usize {
     let snapshot = store.read().unwrap();
     let mut n = 0;
     snapshot
-        .scan(&IndexQuery::full_scan("blobs", Order::Asc), None, &mut |_, _| {
-            n += 1;
-            Ok(Visit::Continue)
-        })
+        .scan(
+            &IndexQuery::full_scan("blobs", Order::Asc),
+            None,
+            &mut |_, _| {
+                n += 1;
+                Ok(Visit::Continue)
+            },
+        )
         .unwrap();
     n
 }
@@ -115,7 +122,10 @@ fn deleted_documents_pages_are_returned_to_the_file_system() {
     delete(&store, &gone);
     let after_delete = db_file_bytes(dir.path());
     // Deleting alone only moves pages to the free list (and writes the WAL).
-    assert!(after_delete >= full, "{after_delete} < {full} before any upkeep");
+    assert!(
+        after_delete >= full,
+        "{after_delete} < {full} before any upkeep"
+    );
 
     let released = maintain_fully(&store);
     let shrunk = db_file_bytes(dir.path());
@@ -214,10 +224,14 @@ fn upkeep_does_not_wait_for_a_reader_on_an_older_snapshot() {
     // The old snapshot still reads what it saw.
     let mut seen = 0;
     old_snapshot
-        .scan(&IndexQuery::full_scan("blobs", Order::Asc), None, &mut |_, _| {
-            seen += 1;
-            Ok(Visit::Continue)
-        })
+        .scan(
+            &IndexQuery::full_scan("blobs", Order::Asc),
+            None,
+            &mut |_, _| {
+                seen += 1;
+                Ok(Visit::Continue)
+            },
+        )
         .unwrap();
     assert_eq!(seen, 200);
     drop(old_snapshot);

@@ -123,8 +123,10 @@ pub(super) async fn purge_if_due(rt: &Runtime, now_ms: f64) -> NextPurge {
     let cutoff = now_ms - retention.keep_finished_for.as_secs_f64() * 1000.0;
     let interval_ms = retention.purge_every.as_secs_f64() * 1000.0;
     let batch = retention.purge_batch;
-    let purged =
-        system_mutation(rt, move |txn| Ok(purge_finished_before(txn, cutoff, batch)?)).await;
+    let purged = system_mutation(rt, move |txn| {
+        Ok(purge_finished_before(txn, cutoff, batch)?)
+    })
+    .await;
     let (next, backlog) = match purged {
         Ok(purged) => {
             if purged.deleted > 0 {
