@@ -223,6 +223,27 @@ knob!(
     MAX_UPLOAD_BYTES: u64 = 1u64 << 30, min 1, max 1u64 << 40
 );
 
+// ---------------------------------------------------------------------------------------------
+// The Convex CLI (`npx convex data`, `npx convex logs`)
+
+knob!(
+    /// Most documents one `_system/cli/tableData` page returns, whatever `numItems` the CLI asks
+    /// for (it asks for 10,000 when no `--limit` is given and pages on). 1,000 keeps one page's
+    /// encoding and the socket message small; the CLI simply asks for the next page.
+    CLI_DATA_PAGE_MAX_DOCS: usize = 1000, min 1, max 32_000
+);
+knob!(
+    /// Most bytes of documents (their value size) one `_system/cli/tableData` page gathers before
+    /// it ends early: a table of large documents still gives bounded pages. 8 MiB, well under the
+    /// 16 MiB a transaction may read.
+    CLI_DATA_PAGE_MAX_BYTES: usize = 8 * 1024 * 1024, min 64 * 1024, max 64 * 1024 * 1024
+);
+knob!(
+    /// Longest `GET /api/stream_function_logs` waits for a new function call before answering
+    /// with no entries (Convex waits 60 s; the CLI polls again at once).
+    CLI_LOG_POLL_TIMEOUT: Duration(ms) = 60_000, min 100, max 600_000
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

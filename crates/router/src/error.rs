@@ -82,6 +82,20 @@ pub enum ErrorCode {
     NotPending,
     /// Dashboard: no scheduled job has this id.
     JobNotFound,
+    /// Convex CLI endpoints: an admin key that is not this deployment's (Convex's code, which
+    /// the CLI shows as is).
+    BadDeployKey,
+    /// An endpoint of the Convex CLI that tickethub deliberately does not implement (pushing
+    /// code, inline queries). 400, not 404: the CLI retries 404s for a minute.
+    NotSupported,
+    /// `npx convex env set`: a name that is not `[A-Za-z_][A-Za-z0-9_]*`.
+    EnvironmentVariableNameInvalid,
+    /// `npx convex env set`: a name longer than 256 characters.
+    EnvironmentVariableNameTooLong,
+    /// `npx convex env set`: a value larger than 8 KiB.
+    EnvironmentVariableValueTooLarge,
+    /// `npx convex env set`: more than 100 variables.
+    EnvVarLimitMet,
 }
 
 impl ErrorCode {
@@ -121,6 +135,12 @@ impl ErrorCode {
             ErrorCode::SchemaValidationError => "SchemaValidationError",
             ErrorCode::NotPending => "NotPending",
             ErrorCode::JobNotFound => "JobNotFound",
+            ErrorCode::BadDeployKey => "BadDeployKey",
+            ErrorCode::NotSupported => "NotSupported",
+            ErrorCode::EnvironmentVariableNameInvalid => "EnvironmentVariableNameInvalid",
+            ErrorCode::EnvironmentVariableNameTooLong => "EnvironmentVariableNameTooLong",
+            ErrorCode::EnvironmentVariableValueTooLarge => "EnvironmentVariableValueTooLarge",
+            ErrorCode::EnvVarLimitMet => "EnvVarLimitMet",
         }
     }
 
@@ -170,6 +190,12 @@ impl ErrorCode {
             ErrorCode::DocumentNotFound | ErrorCode::JobNotFound => StatusCode::NOT_FOUND,
             ErrorCode::SchemaValidationError => StatusCode::BAD_REQUEST,
             ErrorCode::NotPending => StatusCode::CONFLICT,
+            ErrorCode::BadDeployKey => StatusCode::FORBIDDEN,
+            ErrorCode::NotSupported
+            | ErrorCode::EnvironmentVariableNameInvalid
+            | ErrorCode::EnvironmentVariableNameTooLong
+            | ErrorCode::EnvironmentVariableValueTooLarge
+            | ErrorCode::EnvVarLimitMet => StatusCode::BAD_REQUEST,
         }
     }
 }

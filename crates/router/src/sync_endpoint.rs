@@ -30,16 +30,25 @@ impl SyncAuth for SocketAuth {
         &'a self,
         token_type: TokenType,
         value: Option<&'a str>,
+        impersonating: Option<&'a serde_json::Value>,
     ) -> crate::BoxFuture<'a, Result<Identity, String>> {
         Box::pin(async move {
             match (token_type, value) {
                 (TokenType::None, _) => Ok(Identity::Anonymous),
                 (_, None) => Err("The Authenticate message carries no token.".to_string()),
                 (TokenType::Admin, Some(key)) => {
-                    if self.0.is_admin_key(key) {
-                        Ok(Identity::Admin)
-                    } else {
-                        Err("The admin key is not valid for this deployment.".to_string())
+                    if !self.0.is_admin_key(key) {
+                        return Err("The admin key is not valid for this deployment.".to_string());
+                    }
+                    match impersonating {
+                        // `run --watch --identity`: the admin subscribes as that user.
+                        Some(json) => crate::credentials::acting_as(json.clone())
+                            .map(Identity::User)
+                            .ok_or_else(|| {
+                                "`impersonating` must be a user identity object (subject, issuer, ...)."
+                                    .to_string()
+                            }),
+                        None => Ok(Identity::Admin),
                     }
                 }
                 (TokenType::User, Some(token)) => self

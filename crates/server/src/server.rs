@@ -83,6 +83,9 @@ pub struct Server {
     runtime: Runtime,
     stop: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
+    /// Rebuilds the JWT verifier when `CLERK_JWT_ISSUER_DOMAIN` changes as a deployment
+    /// variable; aborted at shutdown.
+    env_follower: Option<JoinHandle<()>>,
     /// Held until the server is dropped (after [`Server::shutdown`] closed the store): no other
     /// server may use the data dir meanwhile.
     _data_dir_lock: DataDirLock,
@@ -136,27 +139,6 @@ impl Server {
         for provider in auth_config.describe_providers() {
             tracing::info!("auth provider: {provider}");
         }
-        if !options.env.contains_key(WEBHOOK_SECRET_ENV) {
-            tracing::warn!(
-                "{WEBHOOK_SECRET_ENV} is not set: Clerk webhook deliveries cannot be verified and the webhook endpoint answers 500."
-            );
-        }
-        match options
-            .env
-            .get(STRIPE_WEBHOOK_SECRET_ENV)
-            .filter(|secret| !secret.trim().is_empty())
-        {
-            None => tracing::warn!(
-                "{STRIPE_WEBHOOK_SECRET_ENV} is not set: Stripe webhook deliveries cannot be verified and POST /stripe-webhook answers 500."
-            ),
-            Some(secret) => {
-                if let Err(error) = StripeVerifier::new(secret) {
-                    tracing::warn!(
-                        "{STRIPE_WEBHOOK_SECRET_ENV} is not usable ({error}); POST /stripe-webhook answers 500."
-                    );
-                }
-            }
-        }
         let verifier = TokenVerifier::new(auth_config)
             .map_err(|e| anyhow::anyhow!("auth configuration: {e}"))?;
         let auth_enabled = verifier.is_enabled();
@@ -203,13 +185,36 @@ impl Server {
             .context("starting the runtime")?
             .map_err(|e| anyhow::anyhow!("could not start the runtime: {e}"))?;
         runtime.start_background();
+        // After the runtime: a secret set as a deployment variable (`npx convex env set`) counts.
+        if runtime.env_var(WEBHOOK_SECRET_ENV).is_none() {
+            tracing::warn!(
+                "{WEBHOOK_SECRET_ENV} is not set: Clerk webhook deliveries cannot be verified and the webhook endpoint answers 500."
+            );
+        }
+        match runtime
+            .env_var(STRIPE_WEBHOOK_SECRET_ENV)
+            .filter(|secret| !secret.trim().is_empty())
+        {
+            None => tracing::warn!(
+                "{STRIPE_WEBHOOK_SECRET_ENV} is not set: Stripe webhook deliveries cannot be verified and POST /stripe-webhook answers 500."
+            ),
+            Some(secret) => {
+                if let Err(error) = StripeVerifier::new(&secret) {
+                    tracing::warn!(
+                        "{STRIPE_WEBHOOK_SECRET_ENV} is not usable ({error}); POST /stripe-webhook answers 500."
+                    );
+                }
+            }
+        }
 
+        let authenticator = Arc::new(ClerkAuthenticator::new(verifier, admin_key.clone()));
+        // An auth configuration given explicitly (tests, embedding) stays as given; one from the
+        // environment follows the deployment's variables too.
+        let env_follower = matches!(options.auth, AuthSource::Environment)
+            .then(|| crate::auth_bridge::follow_env_vars(runtime.clone(), authenticator.clone()));
         let state = AppState::new(
             runtime.clone(),
-            Arc::new(ClerkAuthenticator {
-                verifier,
-                admin_key: admin_key.clone(),
-            }),
+            authenticator,
             RouterConfig {
                 clock: options.clock,
                 ..RouterConfig::default()
@@ -241,6 +246,7 @@ impl Server {
             runtime,
             stop,
             listeners,
+            env_follower,
             _data_dir_lock: data_dir_lock,
         })
     }
@@ -278,6 +284,9 @@ impl Server {
     /// close the store (checkpointing its log).
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
+        if let Some(follower) = &self.env_follower {
+            follower.abort();
+        }
         for listener in self.listeners {
             if let Err(e) = listener.await {
                 tracing::warn!("a listener task ended abnormally: {e}");

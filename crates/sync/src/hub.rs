@@ -58,12 +58,14 @@ impl Default for SyncOptions {
 }
 
 /// Turns an `Authenticate` message into an identity. The router implements it with the same
-/// token verifier and admin key as `/api/*`.
+/// token verifier and admin key as `/api/*`. `impersonating` (admin only) is the identity the
+/// admin acts as.
 pub trait SyncAuth: Send + Sync + 'static {
     fn authenticate<'a>(
         &'a self,
         token_type: TokenType,
         value: Option<&'a str>,
+        impersonating: Option<&'a serde_json::Value>,
     ) -> Pin<Box<dyn Future<Output = Result<Identity, String>> + Send + 'a>>;
 }
 

@@ -296,11 +296,12 @@ impl Session {
                 token_type,
                 value,
                 base_version,
+                impersonating,
             } => {
                 match self
                     .hub
                     .auth()
-                    .authenticate(token_type, value.as_deref())
+                    .authenticate(token_type, value.as_deref(), impersonating.as_ref())
                     .await
                 {
                     Ok(identity) => {
