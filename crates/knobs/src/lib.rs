@@ -121,6 +121,18 @@ knob!(
     JOURNAL_SIZE_LIMIT_BYTES: u64 = 64u64 << 20, min 1u64 << 20, max 1u64 << 34
 );
 knob!(
+    /// How long the writer must have had nothing to do before it does its upkeep (returning
+    /// freed pages to the file system, truncating the WAL). Upkeep never delays a mutation that
+    /// is already queued, and it runs only after something was written since the last one.
+    STORE_IDLE_MAINTENANCE_AFTER: Duration(ms) = 1_000, min 10, max 3_600_000
+);
+knob!(
+    /// Freed pages one upkeep step gives back to the file system (`PRAGMA incremental_vacuum`).
+    /// 4,096 pages (16 MiB at 4 KiB pages) take a few milliseconds, so a mutation that arrives
+    /// meanwhile waits little; a bigger free list is returned over several idle periods.
+    INCREMENTAL_VACUUM_STEP_PAGES: u64 = 4_096, min 1, max 1_000_000
+);
+knob!(
     /// Commits the in-memory commit log keeps for live queries. A subscriber further behind than
     /// this re-runs all its queries once.
     COMMIT_LOG_CAPACITY: usize = 4096, min 16, max 1_048_576
@@ -153,6 +165,24 @@ knob!(
 knob!(
     /// Scheduled functions and crons running at once.
     SCHEDULER_MAX_CONCURRENT_JOBS: usize = 16, min 1, max 1024
+);
+knob!(
+    /// How long a finished scheduled function's row (`success`, `failed`, `canceled`) is kept
+    /// in `_scheduled_functions` after it finished, as Convex keeps them: 7 days. Pending and
+    /// running jobs are never purged. `tickethub serve --scheduled-job-retention-ms` overrides it.
+    SCHEDULED_JOB_RETENTION: Duration(ms) = 7 * 24 * 60 * 60 * 1000, min 0, max 10 * 365 * 24 * 60 * 60 * 1000u64
+);
+knob!(
+    /// How often the scheduler looks for finished jobs past their retention (by the server's
+    /// clock, so the test clock moves it too). A purge whose batch came back full runs again
+    /// at once, so a backlog drains in consecutive batches.
+    SCHEDULED_JOB_PURGE_INTERVAL: Duration(ms) = 60_000, min 10, max 24 * 60 * 60 * 1000
+);
+knob!(
+    /// Finished job rows one purge transaction deletes: small enough that a purge never holds
+    /// the writer for long (about a millisecond per 100 rows), large enough to outpace any
+    /// realistic job rate with the default interval.
+    SCHEDULED_JOB_PURGE_BATCH: usize = 1_000, min 1, max 100_000
 );
 
 // ---------------------------------------------------------------------------------------------

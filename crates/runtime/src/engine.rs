@@ -53,6 +53,8 @@ pub struct RuntimeConfig {
     pub test_clock_skip_ms: f64,
     /// File storage (`ctx.storage`, upload URLs); `None` leaves it off.
     pub storage: Option<crate::storage::StorageConfig>,
+    /// How long finished scheduled jobs are kept, and how their purge is paced.
+    pub scheduled_jobs: crate::scheduler::JobRetention,
 }
 
 impl Default for RuntimeConfig {
@@ -63,6 +65,7 @@ impl Default for RuntimeConfig {
             env: BTreeMap::new(),
             test_clock_skip_ms: 0.0,
             storage: None,
+            scheduled_jobs: crate::scheduler::JobRetention::default(),
         }
     }
 }

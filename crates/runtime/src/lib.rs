@@ -48,7 +48,7 @@ pub use registry::{
 };
 pub use request_id::RequestId;
 
-pub use scheduler::{CancelOutcome, JobState};
+pub use scheduler::{CancelOutcome, JobRetention, JobState};
 pub use storage::{
     ActionStorage, FileStorage, StorageConfig, StorageError, StorageMetadata, StorageReader,
     StorageWriter,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tickethub_auth::{AdminKey, AdminKeyOrigin, AuthConfig, StripeVerifier, TokenVerifier};
 use tickethub_router::{AppState, GracePeriod, RouterConfig, Surface};
-use tickethub_runtime::{App, Clock, Runtime, RuntimeConfig, StorageConfig};
+use tickethub_runtime::{App, Clock, JobRetention, Runtime, RuntimeConfig, StorageConfig};
 use tickethub_store::{DataDirLock, Schema, Store, StoreOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -65,6 +65,8 @@ pub struct ServerOptions {
     pub test_clock_skip_ms: f64,
     /// Largest file one upload may hold, in bytes.
     pub max_upload_bytes: u64,
+    /// How long finished scheduled jobs are kept (`--scheduled-job-retention-ms`).
+    pub scheduled_jobs: JobRetention,
     /// Given to functions (`ctx.env`) and read for auth configuration.
     pub env: BTreeMap<String, String>,
     pub auth: AuthSource,
@@ -178,6 +180,7 @@ impl Server {
                     .unwrap_or_else(|| format!("http://{api_addr}")),
                 max_upload_bytes: options.max_upload_bytes,
             }),
+            scheduled_jobs: options.scheduled_jobs,
         };
         // Blocking: with the test clock it reads (and may write) the persisted offset.
         let runtime = tokio::task::spawn_blocking(move || Runtime::try_new(app, store, config))

@@ -4,7 +4,8 @@
 //! - [`store`]: [`Store`], the facade: open, reader snapshots, submitting jobs to the writer.
 //! - `connection` (private): opening SQLite connections with their pragmas; the reader pool.
 //! - `migrate` (private): creating and migrating the database to a schema (backfill, validation).
-//! - `writer` (private): the writer thread with group commit.
+//! - `writer` (private): the writer thread with group commit, and its idle upkeep.
+//! - [`maintenance`]: giving disk space back (incremental vacuum, WAL truncation).
 //! - [`lock`]: [`DataDirLock`], one process per data directory.
 //! - [`txn`]: [`ReadTxn`] (one consistent snapshot) and [`WriteTxn`] (runs on the writer thread).
 //! - [`query`]: [`IndexQuery`], index range validation and key-range computation.
@@ -26,6 +27,7 @@ mod connection;
 pub mod datafile;
 pub mod lock;
 pub mod log;
+pub mod maintenance;
 mod migrate;
 pub mod query;
 pub mod schema;
@@ -41,6 +43,7 @@ pub use datafile::{
 };
 pub use lock::{DataDirLock, DataDirLockError};
 pub use log::{CommitLog, IndexId, ReadRange, ReadSet, WriteSet, WrittenKey};
+pub use maintenance::{Checkpoint, MaintenanceReport};
 pub use query::{Bound, IndexQuery, Order, Page, PageRequest, MAX_PAGE_ITEMS};
 pub use schema::{IndexDef, Schema, SchemaError, TableDef};
 pub use store::{CommitHook, CommitInfo, Done, Job, Outcome, Store, StoreOptions, DB_FILE};
