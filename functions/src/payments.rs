@@ -632,7 +632,12 @@ fn refund_outcome(
 
 /// Forget event ids older than [`STRIPE_EVENT_RETENTION_MS`], at most `PRUNE_BATCH` per run.
 fn prune_stripe_events(ctx: &MutationCtx, _args: NoArgs) -> Result<PruneResult, FnError> {
-    prune_received_before(ctx, STRIPE_EVENTS, STRIPE_EVENT_RETENTION_MS)
+    prune_received_before(
+        ctx,
+        STRIPE_EVENTS,
+        STRIPE_EVENT_RETENTION_MS,
+        "payments:pruneStripeEvents",
+    )
 }
 
 // ---------------------------------------------------------------------------------------------

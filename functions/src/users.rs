@@ -433,26 +433,36 @@ fn apply_user_deletion(
 /// is still safe: tombstones and `clerkSync` ordering do not expire.
 pub const DELIVERY_RETENTION_MS: f64 = 7.0 * 24.0 * 60.0 * 60.0 * 1000.0;
 
-/// Most records one prune run deletes (keeps the transaction small; the cron repeats).
+/// Most records one prune run deletes (keeps the transaction small; a full batch runs again).
 pub const PRUNE_BATCH: usize = 500;
 
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(rename_all = "camelCase")]
 pub struct PruneResult {
     pub deleted: f64,
+    /// The batch was full, so the prune scheduled itself to run again at once.
+    pub rescheduled: bool,
 }
 
 /// Forget svix-ids older than [`DELIVERY_RETENTION_MS`], at most [`PRUNE_BATCH`] per run.
 fn prune_webhook_deliveries(ctx: &MutationCtx, _args: NoArgs) -> Result<PruneResult, FnError> {
-    prune_received_before(ctx, WEBHOOK_DELIVERIES, DELIVERY_RETENTION_MS)
+    prune_received_before(
+        ctx,
+        WEBHOOK_DELIVERIES,
+        DELIVERY_RETENTION_MS,
+        "users:pruneWebhookDeliveries",
+    )
 }
 
 /// Delete up to [`PRUNE_BATCH`] rows of a dedupe table (one with a `by_received_at` index) that
-/// were received more than `retention_ms` ago.
+/// were received more than `retention_ms` ago. When the batch was full, more may be left: the
+/// prune (`this_function`) schedules itself again at once instead of waiting for the cron's next
+/// tick, so deliveries arriving faster than one batch per tick still cannot grow the table.
 pub(crate) fn prune_received_before(
     ctx: &MutationCtx,
     table: &str,
     retention_ms: f64,
+    this_function: &str,
 ) -> Result<PruneResult, FnError> {
     let cutoff = ctx.now_ms() - retention_ms;
     let old = ctx
@@ -463,7 +473,13 @@ pub(crate) fn prune_received_before(
     for record in &old {
         ctx.db.delete(&record.id)?;
     }
+    let rescheduled = old.len() >= PRUNE_BATCH;
+    if rescheduled {
+        ctx.scheduler
+            .run_after(0.0, this_function, serde_json::json!({}))?;
+    }
     Ok(PruneResult {
         deleted: old.len() as f64,
+        rescheduled,
     })
 }

@@ -285,3 +285,34 @@ async fn delivery_ids_are_forgotten_after_a_week_but_tombstones_stay() {
     assert_eq!(str_field(&outcome, "outcome"), "tombstoned");
     assert_eq!(user_row(&hub, "user_ada").await, Value::Null);
 }
+
+#[tokio::test]
+async fn a_full_prune_batch_runs_again_until_the_backlog_is_gone() {
+    let hub = Hub::new(AuthMode::Enabled);
+    // Start the scheduler's clock for the crons (the first look sets their next runs).
+    hub.rt.advance_time(0.0).await.unwrap();
+    // More deliveries than one prune batch holds (500), all of them past retention at once.
+    let deliveries = ticket_hub_functions::users::PRUNE_BATCH * 2 + 100;
+    for i in 0..deliveries {
+        hub.admin(
+            "users:applyClerkEvent",
+            json!({"svixId": format!("bulk_{i}"), "eventType": "user.updated",
+                   "data": clerk_user("user_bulk", "Bulk", 100 + i as u64)}),
+        )
+        .await;
+    }
+    let stored = |hub: &Hub| {
+        let snapshot = hub.rt.store().read().unwrap();
+        let query = tickethub_store::IndexQuery::full_scan(
+            "webhookDeliveries",
+            tickethub_store::Order::Asc,
+        );
+        use tickethub_store::DocReader;
+        snapshot.collect(&query, None).unwrap().len()
+    };
+    assert_eq!(stored(&hub), deliveries);
+    // The hourly cron fires once after the jump; its full batches re-run it right away, and
+    // advance_time waits for those runs too.
+    hub.rt.advance_time(8.0 * 24.0 * 3_600_000.0).await.unwrap();
+    assert_eq!(stored(&hub), 0, "the prune stopped after one batch");
+}

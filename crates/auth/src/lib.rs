@@ -30,7 +30,7 @@ pub use admin::{AdminKey, AdminKeyError, AdminKeyOrigin, LoadedAdminKey};
 pub use credential::{parse_authorization_header, Credential};
 pub use jwt::{
     Algorithm, AuthConfig, AuthError, ConfigError, JwksSource, ProviderConfig, ProviderKind,
-    TokenVerifier, VerifiedToken, VerifierOptions,
+    TokenVerifier, VerifiedToken, VerifierOptions, CLERK_ISSUER_ENV,
 };
 pub use stripe::{StripeSignatureError, StripeVerifier, VerifiedStripeSignature};
 pub use webhook::{VerifiedDelivery, WebhookError, WebhookVerifier};

@@ -1,4 +1,4 @@
-//! The benchmark command: `cargo run --release -p bench -- --quick|--full|--soak|--load-check|--fanout|--idle-cost`,
+//! The benchmark command: `cargo run --release -p bench -- --quick|--full|--soak|--load-check|--fanout|--idle-cost|--files|--backup`,
 //! and `prepare-users --dir D --count N` (a data dir with N users, for `tickethub serve`).
 //!
 //! Module map:
@@ -16,10 +16,13 @@
 //! - [`suite`]: `--quick` / `--full`; [`soak`]: `--soak` and `--load-check`.
 //! - [`files`]: `--files`, file storage: 100 MB upload and download over loopback against the
 //!   same disk's raw copy speed.
+//! - [`backup`]: `--backup`, `tickethub backup` of a ~1 GB database while serving durable creates:
+//!   creates/s during the backup against before and after it, in the same run.
 //! - [`report`]: JSON and Markdown results; [`plot`]: the PNG.
 //!
 //! Everything runs on loopback; results go to `bench/results/`.
 
+mod backup;
 mod fanout;
 mod files;
 mod hello;
@@ -48,7 +51,7 @@ use clap::{ArgGroup, Parser, Subcommand};
 #[command(
     name = "bench",
     about = "Benchmark tickethub against PocketBase, a bare hyper server and raw SQLite",
-    group(ArgGroup::new("mode").args(["quick", "full", "soak", "load_check", "fanout", "idle_cost", "files"]))
+    group(ArgGroup::new("mode").args(["quick", "full", "soak", "load_check", "fanout", "idle_cost", "files", "backup"]))
 )]
 struct Cli {
     /// A smoke pass of a few seconds per system.
@@ -78,6 +81,9 @@ struct Cli {
     /// File storage: 100 MB upload and download throughput against the disk's raw copy speed.
     #[arg(long)]
     files: bool,
+    /// Online backup of a ~1 GB database while serving durable creates: creates/s during it.
+    #[arg(long)]
+    backup: bool,
     /// Subscribers (and idle connections) for `--fanout`.
     #[arg(long, default_value_t = 1000)]
     subscribers: usize,
@@ -159,6 +165,7 @@ enum Mode {
     Fanout,
     IdleCost,
     Files,
+    Backup,
 }
 
 fn main() -> Result<()> {
@@ -199,6 +206,8 @@ fn main() -> Result<()> {
         Mode::IdleCost
     } else if cli.files {
         Mode::Files
+    } else if cli.backup {
+        Mode::Backup
     } else {
         Mode::Quick
     };
@@ -366,6 +375,17 @@ async fn run(
                 serde_json::to_string_pretty(&report)? + "\n",
             )?;
             std::fs::write(results.join("files.md"), report.markdown())?;
+            println!("{}", report.markdown());
+        }
+        Mode::Backup => {
+            let bin = servers::tickethub_binary()?;
+            let report = backup::run(&bin, &work, command).await?;
+            std::fs::create_dir_all(&results)?;
+            std::fs::write(
+                results.join("backup.json"),
+                serde_json::to_string_pretty(&report)? + "\n",
+            )?;
+            std::fs::write(results.join("backup.md"), report.markdown())?;
             println!("{}", report.markdown());
         }
         Mode::LoadCheck => {

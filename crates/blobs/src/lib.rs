@@ -122,6 +122,14 @@ impl BlobDir {
         Ok(dir)
     }
 
+    /// The directory at `root` as it is, for reading: nothing is created or cleaned up. A
+    /// backup reads a running server's blobs this way (`open` would remove its uploads in flight).
+    pub fn open_existing(root: &Path) -> BlobDir {
+        BlobDir {
+            root: root.to_path_buf(),
+        }
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

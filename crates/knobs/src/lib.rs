@@ -89,6 +89,17 @@ knob!(
     WRITER_GATHER_WAIT: Duration(us) = 250, min 0, max 10_000
 );
 knob!(
+    /// Pages `tickethub backup` copies per step of SQLite's online backup before pausing
+    /// (`BACKUP_STEP_PAUSE`). 1,024 pages is 4 MiB: a step takes a few ms, so the serving
+    /// process's writer, which shares the disk and the CPUs, is never starved for long.
+    BACKUP_STEP_PAGES: usize = 1_024, min 1, max 1_048_576
+);
+knob!(
+    /// Pause between backup steps: the share of disk and CPU a running backup leaves to the
+    /// server. 0 copies flat out. (`bench --backup` measures creates/s during a backup.)
+    BACKUP_STEP_PAUSE: Duration(ms) = 10, min 0, max 10_000
+);
+knob!(
     /// The writer connection's SQLite page cache, in KiB.
     WRITER_CACHE_KIB: u64 = 32 * 1024, min 256, max 4 * 1024 * 1024
 );
@@ -108,6 +119,18 @@ knob!(
 knob!(
     /// Size the WAL file is truncated back to after a checkpoint.
     JOURNAL_SIZE_LIMIT_BYTES: u64 = 64u64 << 20, min 1u64 << 20, max 1u64 << 34
+);
+knob!(
+    /// How long the writer must have had nothing to do before it does its upkeep (returning
+    /// freed pages to the file system, truncating the WAL). Upkeep never delays a mutation that
+    /// is already queued, and it runs only after something was written since the last one.
+    STORE_IDLE_MAINTENANCE_AFTER: Duration(ms) = 1_000, min 10, max 3_600_000
+);
+knob!(
+    /// Freed pages one upkeep step gives back to the file system (`PRAGMA incremental_vacuum`).
+    /// 4,096 pages (16 MiB at 4 KiB pages) take a few milliseconds, so a mutation that arrives
+    /// meanwhile waits little; a bigger free list is returned over several idle periods.
+    INCREMENTAL_VACUUM_STEP_PAGES: u64 = 4_096, min 1, max 1_000_000
 );
 knob!(
     /// Commits the in-memory commit log keeps for live queries. A subscriber further behind than
@@ -143,6 +166,24 @@ knob!(
     /// Scheduled functions and crons running at once.
     SCHEDULER_MAX_CONCURRENT_JOBS: usize = 16, min 1, max 1024
 );
+knob!(
+    /// How long a finished scheduled function's row (`success`, `failed`, `canceled`) is kept
+    /// in `_scheduled_functions` after it finished, as Convex keeps them: 7 days. Pending and
+    /// running jobs are never purged. `tickethub serve --scheduled-job-retention-ms` overrides it.
+    SCHEDULED_JOB_RETENTION: Duration(ms) = 7 * 24 * 60 * 60 * 1000, min 0, max 10 * 365 * 24 * 60 * 60 * 1000u64
+);
+knob!(
+    /// How often the scheduler looks for finished jobs past their retention (by the server's
+    /// clock, so the test clock moves it too). A purge whose batch came back full runs again
+    /// at once, so a backlog drains in consecutive batches.
+    SCHEDULED_JOB_PURGE_INTERVAL: Duration(ms) = 60_000, min 10, max 24 * 60 * 60 * 1000
+);
+knob!(
+    /// Finished job rows one purge transaction deletes: small enough that a purge never holds
+    /// the writer for long (about a millisecond per 100 rows), large enough to outpace any
+    /// realistic job rate with the default interval.
+    SCHEDULED_JOB_PURGE_BATCH: usize = 1_000, min 1, max 100_000
+);
 
 // ---------------------------------------------------------------------------------------------
 // Sync (WebSocket)
@@ -169,6 +210,20 @@ knob!(
     SYNC_MAX_ACTIONS_PER_CONNECTION: usize = 16, min 1, max 4096
 );
 
+knob!(
+    /// Queries one WebSocket connection may have subscribed at once. A `ModifyQuerySet` that
+    /// would go past it closes the connection with `TooManySubscriptions`: every subscription
+    /// costs memory and a re-run on each matching commit, so one client must not hold unboundedly
+    /// many. The official client keeps one per distinct `useQuery`, far below this.
+    SYNC_MAX_QUERIES_PER_CONNECTION: usize = 1024, min 1, max 1_048_576
+);
+knob!(
+    /// Largest WebSocket message (and frame) a client may send, in bytes: function args may be
+    /// 16 MiB, plus the envelope. A bigger frame is refused from its header (close code 1009,
+    /// Message Too Big) and its payload is never buffered.
+    SYNC_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024 + 64 * 1024, min 1024, max 1usize << 30
+);
+
 // ---------------------------------------------------------------------------------------------
 // HTTP
 
@@ -176,6 +231,25 @@ knob!(
     /// Open connections the server accepts, over both ports together. Beyond it a new connection
     /// is answered `503 TooManyConnections` and closed.
     MAX_CONNECTIONS: usize = 4096, min 1, max 1_000_000
+);
+knob!(
+    /// Time a client gets to send a request's complete headers, counted from when the server
+    /// starts waiting for them (also between requests on a kept-alive connection). Past it the
+    /// connection is closed: a slowloris client that trickles header bytes holds a connection for
+    /// at most this long. 10 s is far above what any real client on any network needs.
+    HTTP_HEADER_READ_TIMEOUT: Duration(ms) = 10_000, min 100, max 600_000
+);
+knob!(
+    /// Time a client gets to send a whole request body to `/api/*`, HTTP actions and the
+    /// dashboard API (at most 16–20 MiB). Past it the request is answered `408 BodyReadTimeout`
+    /// and the connection closed. 60 s lets 20 MiB through at under 3 Mbit/s.
+    HTTP_BODY_READ_TIMEOUT: Duration(ms) = 60_000, min 100, max 3_600_000
+);
+knob!(
+    /// File uploads may be large and slow, so they have no total deadline; instead the body must
+    /// keep moving: an upload that receives no bytes for this long is refused with
+    /// `408 BodyReadTimeout` and its partial file removed.
+    HTTP_UPLOAD_STALL_TIMEOUT: Duration(ms) = 30_000, min 100, max 3_600_000
 );
 knob!(
     /// Time a graceful shutdown waits for open requests before it stops anyway.
@@ -191,6 +265,27 @@ knob!(
     /// videos, small enough that one request cannot fill a modest disk. Uploads stream to disk,
     /// so the limit bounds disk use, not memory.
     MAX_UPLOAD_BYTES: u64 = 1u64 << 30, min 1, max 1u64 << 40
+);
+
+// ---------------------------------------------------------------------------------------------
+// The Convex CLI (`npx convex data`, `npx convex logs`)
+
+knob!(
+    /// Most documents one `_system/cli/tableData` page returns, whatever `numItems` the CLI asks
+    /// for (it asks for 10,000 when no `--limit` is given and pages on). 1,000 keeps one page's
+    /// encoding and the socket message small; the CLI simply asks for the next page.
+    CLI_DATA_PAGE_MAX_DOCS: usize = 1000, min 1, max 32_000
+);
+knob!(
+    /// Most bytes of documents (their value size) one `_system/cli/tableData` page gathers before
+    /// it ends early: a table of large documents still gives bounded pages. 8 MiB, well under the
+    /// 16 MiB a transaction may read.
+    CLI_DATA_PAGE_MAX_BYTES: usize = 8 * 1024 * 1024, min 64 * 1024, max 64 * 1024 * 1024
+);
+knob!(
+    /// Longest `GET /api/stream_function_logs` waits for a new function call before answering
+    /// with no entries (Convex waits 60 s; the CLI polls again at once).
+    CLI_LOG_POLL_TIMEOUT: Duration(ms) = 60_000, min 100, max 600_000
 );
 
 #[cfg(test)]

@@ -123,7 +123,13 @@ async fn handle_in_span(
         CredentialPolicy::Reject,
     )
     .await?;
-    let bytes = read_limited(body, &parts.headers, state.config.limits.api).await?;
+    let bytes = read_limited(
+        body,
+        &parts.headers,
+        state.config.limits.api,
+        state.config.timeouts.body,
+    )
+    .await?;
     let caller = Caller { identity };
     match endpoint {
         Endpoint::Call(kind) => {

@@ -26,13 +26,27 @@ pub(crate) const DRAIN_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// Longest time spent draining a refused body.
 const DRAIN_MAX_TIME: Duration = Duration::from_secs(10);
 
-/// Read the whole body, refusing anything over `limit` bytes. A declared `Content-Length` over
-/// the limit is refused before a byte of the body is read; a body without one is counted as it
-/// streams in (`http_body_util::Limited`), so an oversized body is never held in memory whole.
+/// The 408 for a body that did not arrive in time (`what` names it: "request body", "upload").
+pub(crate) fn read_timeout(what: &str, waited: Duration) -> ApiError {
+    ApiError::new(
+        ErrorCode::BodyReadTimeout,
+        format!(
+            "The {what} did not arrive in time (the server waited {} ms); send it without pausing.",
+            waited.as_millis()
+        ),
+    )
+}
+
+/// Read the whole body, refusing anything over `limit` bytes or slower than `deadline`. A
+/// declared `Content-Length` over the limit is refused before a byte of the body is read; a body
+/// without one is counted as it streams in (`http_body_util::Limited`), so an oversized body is
+/// never held in memory whole. The deadline keeps a client that trickles its body from holding a
+/// task and a buffer for as long as it likes.
 pub async fn read_limited(
     mut body: Incoming,
     headers: &HeaderMap,
     limit: usize,
+    deadline: Duration,
 ) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
@@ -43,7 +57,12 @@ pub async fn read_limited(
         return Err(too_large(limit));
     }
     // `Limited` counts the bytes as they stream in; borrowing the body keeps it for draining.
-    match Limited::new(&mut body, limit).collect().await {
+    let Ok(collected) =
+        tokio::time::timeout(deadline, Limited::new(&mut body, limit).collect()).await
+    else {
+        return Err(read_timeout("request body", deadline));
+    };
+    match collected {
         // One frame (the usual case) comes back without a copy.
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<LengthLimitError>() => {

@@ -139,7 +139,7 @@ fn admin_identity(
     if authenticator.is_admin_key(presented) {
         return Ok(Identity::Admin);
     }
-    let (key, acting_as) = presented.rsplit_once(':').ok_or_else(bad_admin_key)?;
+    let (key, identity_b64) = presented.rsplit_once(':').ok_or_else(bad_admin_key)?;
     if !authenticator.is_admin_key(key) {
         return Err(bad_admin_key());
     }
@@ -150,11 +150,19 @@ fn admin_identity(
         )
     };
     let decoded = base64::engine::general_purpose::STANDARD
-        .decode(acting_as)
+        .decode(identity_b64)
         .map_err(|_| bad_identity())?;
     let json: serde_json::Value = serde_json::from_slice(&decoded).map_err(|_| bad_identity())?;
+    acting_as(json).map(Identity::User).ok_or_else(bad_identity)
+}
+
+/// The user an admin acts as, from Convex's `UserIdentityAttributes` JSON (the HTTP header's
+/// base64 part, or the sync `Authenticate` message's `impersonating`). `None` when it is not an
+/// object or holds a value that is not a Convex value. A missing `tokenIdentifier` is
+/// `<issuer>|<subject>`, as Convex derives it.
+pub(crate) fn acting_as(json: serde_json::Value) -> Option<UserIdentity> {
     let serde_json::Value::Object(mut fields) = json else {
-        return Err(bad_identity());
+        return None;
     };
     let mut take_string = |name: &str| match fields.remove(name) {
         Some(serde_json::Value::String(s)) => s,
@@ -168,15 +176,14 @@ fn admin_identity(
     };
     let mut attributes = Object::new();
     for (name, value) in fields {
-        let value = Value::from_clean_json(&value).map_err(|_| bad_identity())?;
-        attributes.insert(name, value);
+        attributes.insert(name, Value::from_clean_json(&value).ok()?);
     }
-    Ok(Identity::User(UserIdentity {
+    Some(UserIdentity {
         token_identifier,
         subject,
         issuer,
         attributes,
-    }))
+    })
 }
 
 /// `Convex-Client: <name>-<semver>`, e.g. `npm-1.48.0`, `python-convex-0.6.0`,

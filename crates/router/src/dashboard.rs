@@ -162,7 +162,13 @@ async fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), Dash
 
 async fn body(state: &AppState, request: Request<Incoming>) -> Result<Json, DashError> {
     let (parts, body) = request.into_parts();
-    let bytes = read_limited(body, &parts.headers, state.config.limits.api).await?;
+    let bytes = read_limited(
+        body,
+        &parts.headers,
+        state.config.limits.api,
+        state.config.timeouts.body,
+    )
+    .await?;
     Ok(parse_json::<Json>(&bytes)?)
 }
 
@@ -630,44 +636,9 @@ fn kind_name(kind: FunctionKind) -> &'static str {
     }
 }
 
-/// Convex's JSON form of a validator (what `convex function-spec` prints).
-pub fn validator_json(validator: &Validator) -> Json {
-    match validator {
-        Validator::Id(table) => json!({"type": "id", "tableName": table}),
-        Validator::Null => json!({"type": "null"}),
-        Validator::Float64 => json!({"type": "number"}),
-        Validator::Int64 => json!({"type": "bigint"}),
-        Validator::Boolean => json!({"type": "boolean"}),
-        Validator::String => json!({"type": "string"}),
-        Validator::Bytes => json!({"type": "bytes"}),
-        Validator::Any => json!({"type": "any"}),
-        Validator::Literal(v) => json!({"type": "literal", "value": v.to_convex_json()}),
-        Validator::Array(inner) => json!({"type": "array", "value": validator_json(inner)}),
-        Validator::Record(k, v) => {
-            json!({"type": "record", "keys": validator_json(k), "values": {"fieldType": validator_json(v), "optional": false}})
-        }
-        Validator::Union(options) => {
-            json!({"type": "union", "value": options.iter().map(validator_json).collect::<Vec<_>>()})
-        }
-        Validator::Optional(inner) => validator_json(inner),
-        Validator::Object(fields) => {
-            let value: serde_json::Map<String, Json> = fields
-                .iter()
-                .map(|(name, v)| {
-                    let (inner, optional) = match v {
-                        Validator::Optional(inner) => (&**inner, true),
-                        other => (other, false),
-                    };
-                    (
-                        name.clone(),
-                        json!({"fieldType": validator_json(inner), "optional": optional}),
-                    )
-                })
-                .collect();
-            json!({"type": "object", "value": value})
-        }
-    }
-}
+/// Convex's JSON form of a validator: one implementation, in the value crate (the CLI's
+/// `function-spec` uses it too).
+pub use tickethub_value::validator::validator_json;
 
 fn functions(state: &AppState) -> Response<ResponseBody> {
     let functions: Vec<Json> = state

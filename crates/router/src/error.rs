@@ -24,6 +24,9 @@ pub enum ErrorCode {
     BadFormat,
     /// The body is larger than the endpoint allows.
     BodyTooLarge,
+    /// The body did not arrive within `HTTP_BODY_READ_TIMEOUT` (an upload: it paused longer than
+    /// `HTTP_UPLOAD_STALL_TIMEOUT`). The connection is closed after the answer.
+    BodyReadTimeout,
     /// A malformed `Convex-Client` header.
     InvalidClientVersion,
     /// `Authorization` is neither `Bearer <token>` nor `Convex <admin key>`.
@@ -82,6 +85,20 @@ pub enum ErrorCode {
     NotPending,
     /// Dashboard: no scheduled job has this id.
     JobNotFound,
+    /// Convex CLI endpoints: an admin key that is not this deployment's (Convex's code, which
+    /// the CLI shows as is).
+    BadDeployKey,
+    /// An endpoint of the Convex CLI that tickethub deliberately does not implement (pushing
+    /// code, inline queries). 400, not 404: the CLI retries 404s for a minute.
+    NotSupported,
+    /// `npx convex env set`: a name that is not `[A-Za-z_][A-Za-z0-9_]*`.
+    EnvironmentVariableNameInvalid,
+    /// `npx convex env set`: a name longer than 256 characters.
+    EnvironmentVariableNameTooLong,
+    /// `npx convex env set`: a value larger than 8 KiB.
+    EnvironmentVariableValueTooLarge,
+    /// `npx convex env set`: more than 100 variables.
+    EnvVarLimitMet,
 }
 
 impl ErrorCode {
@@ -92,6 +109,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => "BadRequest",
             ErrorCode::BadFormat => "BadFormat",
             ErrorCode::BodyTooLarge => "BodyTooLarge",
+            ErrorCode::BodyReadTimeout => "BodyReadTimeout",
             ErrorCode::InvalidClientVersion => "InvalidClientVersion",
             ErrorCode::InvalidAuthHeader => "InvalidAuthHeader",
             ErrorCode::Unauthenticated => "Unauthenticated",
@@ -121,6 +139,12 @@ impl ErrorCode {
             ErrorCode::SchemaValidationError => "SchemaValidationError",
             ErrorCode::NotPending => "NotPending",
             ErrorCode::JobNotFound => "JobNotFound",
+            ErrorCode::BadDeployKey => "BadDeployKey",
+            ErrorCode::NotSupported => "NotSupported",
+            ErrorCode::EnvironmentVariableNameInvalid => "EnvironmentVariableNameInvalid",
+            ErrorCode::EnvironmentVariableNameTooLong => "EnvironmentVariableNameTooLong",
+            ErrorCode::EnvironmentVariableValueTooLarge => "EnvironmentVariableValueTooLarge",
+            ErrorCode::EnvVarLimitMet => "EnvVarLimitMet",
         }
     }
 
@@ -145,6 +169,7 @@ impl ErrorCode {
             | ErrorCode::InvalidClientVersion
             | ErrorCode::InvalidValue => StatusCode::BAD_REQUEST,
             ErrorCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::BodyReadTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::InvalidAuthHeader
             | ErrorCode::Unauthenticated
             | ErrorCode::NoAuthProvider
@@ -170,6 +195,12 @@ impl ErrorCode {
             ErrorCode::DocumentNotFound | ErrorCode::JobNotFound => StatusCode::NOT_FOUND,
             ErrorCode::SchemaValidationError => StatusCode::BAD_REQUEST,
             ErrorCode::NotPending => StatusCode::CONFLICT,
+            ErrorCode::BadDeployKey => StatusCode::FORBIDDEN,
+            ErrorCode::NotSupported
+            | ErrorCode::EnvironmentVariableNameInvalid
+            | ErrorCode::EnvironmentVariableNameTooLong
+            | ErrorCode::EnvironmentVariableValueTooLarge
+            | ErrorCode::EnvVarLimitMet => StatusCode::BAD_REQUEST,
         }
     }
 }
@@ -218,7 +249,14 @@ impl ApiError {
             message: &self.message,
         })
         .unwrap_or_else(|_| b"{\"code\":\"InternalServerError\",\"message\":\"\"}".to_vec());
-        json_response(self.code.status(), body)
+        let mut response = json_response(self.code.status(), body);
+        if self.code == ErrorCode::BodyReadTimeout {
+            // The rest of the body may still be on its way; this connection cannot be reused.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 

@@ -60,7 +60,13 @@ async fn handle_inner(
         CredentialPolicy::Tolerate,
     )
     .await?;
-    let bytes = read_limited(body, &parts.headers, state.config.limits.http_action).await?;
+    let bytes = read_limited(
+        body,
+        &parts.headers,
+        state.config.limits.http_action,
+        state.config.timeouts.body,
+    )
+    .await?;
     // HEAD is GET without the body.
     let is_head = parts.method == Method::HEAD;
     if is_head {

@@ -13,6 +13,8 @@
 //! - [`body`]: size-limited body reading and JSON parsing with clear errors.
 //! - [`cors`]: CORS for `/api/*`.
 //! - [`dashboard`]: the admin-only `/api/dashboard/*` JSON API and `GET /metrics`.
+//! - `cli`: the Convex CLI's other endpoints: `stream_function_logs` (long poll over the function
+//!   log), environment variables, and a fast 400 `NotSupported` for what tickethub does not do.
 //! - [`storage`]: file storage over HTTP: `POST /api/storage/upload?token=…` (streamed to disk)
 //!   and `GET /api/storage/<uuid>` (streamed from disk, with `Range`).
 //! - [`response_body`]: [`ResponseBody`], buffered or streamed.
@@ -25,6 +27,7 @@
 
 pub mod api;
 pub mod body;
+mod cli;
 pub mod cors;
 pub mod credentials;
 pub mod dashboard;
@@ -46,7 +49,7 @@ use hyper::body::Incoming;
 pub use credentials::{AuthFailure, AuthFailureKind, Authenticator, BoxFuture};
 pub use error::{ApiError, ErrorCode};
 pub use serve::{serve, ConnectionLimit, GracePeriod};
-pub use state::{AppState, BodyLimits, RouterConfig};
+pub use state::{AppState, BodyLimits, ReadTimeouts, RouterConfig};
 
 /// Every response body: small and fully buffered, or (stored files) streamed from disk.
 pub use response_body::ResponseBody;
@@ -91,6 +94,8 @@ async fn route_api_port(
         }
         let mut response = if storage::is_storage_path(path) {
             storage::handle(state, request).await
+        } else if let Some(endpoint) = cli::endpoint(path) {
+            cli::handle(state, request, endpoint).await
         } else {
             api::handle(state, request)
                 .await

@@ -1,6 +1,6 @@
 //! Accepting connections: HTTP/1.1 with keep-alive and upgrades (for WebSocket sync), TCP_NODELAY,
-//! a cap on open connections over both ports ([`ConnectionLimit`]), a `tracing` span per
-//! connection, and graceful shutdown (stop accepting, let in-flight requests finish within a
+//! a cap on open connections over both ports ([`ConnectionLimit`]), a deadline for request headers
+//! (`ReadTimeouts::header`), a `tracing` span per connection, and graceful shutdown (stop accepting, let in-flight requests finish within a
 //! grace period).
 
 use std::convert::Infallible;
@@ -188,6 +188,7 @@ async fn serve_connection(
     mut stop: watch::Receiver<bool>,
     slot: ConnectionSlot,
 ) {
+    let header_timeout = state.config.timeouts.header;
     let service = service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
         let state = state.clone();
         request.extensions_mut().insert(slot.clone());
@@ -196,6 +197,8 @@ async fn serve_connection(
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .keep_alive(true)
+        // A client must finish its headers within this; a slowloris trickle is cut off here.
+        .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(connection);

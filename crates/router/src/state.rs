@@ -1,9 +1,10 @@
 //! [`AppState`]: everything a request handler needs, shared by both listeners.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tickethub_runtime::{Clock, Runtime};
-use tickethub_sync::SyncHub;
+use tickethub_sync::{SyncHub, SyncOptions};
 
 use crate::credentials::Authenticator;
 use crate::serve::ConnectionLimit;
@@ -26,6 +27,32 @@ impl Default for BodyLimits {
     }
 }
 
+/// How long a client may take to send a request: the defence against slow clients (slowloris)
+/// that would otherwise hold connections and tasks for as long as they like. Defaults from the
+/// `HTTP_*_TIMEOUT` knobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadTimeouts {
+    /// Complete request headers, from when the server starts waiting for them; past it the
+    /// connection is closed (hyper's `header_read_timeout`).
+    pub header: Duration,
+    /// A whole buffered body (`/api/*`, HTTP actions, dashboard); past it 408 `BodyReadTimeout`.
+    pub body: Duration,
+    /// File uploads: the longest pause between two pieces of the body; past it 408
+    /// `BodyReadTimeout` and the partial file is removed.
+    pub upload_stall: Duration,
+}
+
+impl Default for ReadTimeouts {
+    fn default() -> Self {
+        use tickethub_knobs as knobs;
+        ReadTimeouts {
+            header: *knobs::HTTP_HEADER_READ_TIMEOUT,
+            body: *knobs::HTTP_BODY_READ_TIMEOUT,
+            upload_stall: *knobs::HTTP_UPLOAD_STALL_TIMEOUT,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct RouterConfig {
     /// Answered by `GET /instance_name`.
@@ -36,6 +63,10 @@ pub struct RouterConfig {
     /// Open connections over both ports; beyond it a connection is answered 503
     /// `TooManyConnections`. Defaults to the `MAX_CONNECTIONS` knob.
     pub max_connections: usize,
+    /// Deadlines for slow clients.
+    pub timeouts: ReadTimeouts,
+    /// The WebSocket sessions' limits (outbox, actions, subscriptions, message size).
+    pub sync: SyncOptions,
 }
 
 impl Default for RouterConfig {
@@ -45,6 +76,8 @@ impl Default for RouterConfig {
             clock: Clock::System,
             limits: BodyLimits::default(),
             max_connections: *tickethub_knobs::MAX_CONNECTIONS,
+            timeouts: ReadTimeouts::default(),
+            sync: SyncOptions::default(),
         }
     }
 }
@@ -68,9 +101,10 @@ impl AppState {
         authenticator: Arc<dyn Authenticator>,
         config: RouterConfig,
     ) -> Arc<AppState> {
-        let sync = SyncHub::new(
+        let sync = SyncHub::with_options(
             runtime.clone(),
             Arc::new(crate::sync_endpoint::SocketAuth(authenticator.clone())),
+            config.sync,
         );
         let connections = ConnectionLimit::new(config.max_connections);
         register_gauges(&runtime, &connections, &sync);

@@ -11,6 +11,7 @@
 
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -20,7 +21,7 @@ use tickethub_runtime::storage::{parse_uuid, ServedFile, Sha256};
 use tickethub_runtime::{FileStorage, StorageError};
 use tokio::sync::mpsc;
 
-use crate::body::{drain_in_background, DRAIN_MAX_BYTES};
+use crate::body::{drain_in_background, read_timeout, DRAIN_MAX_BYTES};
 use crate::error::{json_response, ApiError, ErrorCode};
 use crate::{AppState, ResponseBody};
 
@@ -53,7 +54,9 @@ pub(crate) async fn handle(
         .to_string();
     let method = request.method().clone();
     let result = match (rest.as_str(), &method) {
-        ("upload", &Method::POST) => upload(storage, request).await,
+        ("upload", &Method::POST) => {
+            upload(storage, request, state.config.timeouts.upload_stall).await
+        }
         ("upload", _) => Err(ApiError::new(
             ErrorCode::MethodNotAllowed,
             "Upload a file with POST to the URL generateUploadUrl gave.",
@@ -79,6 +82,15 @@ fn storage_error(e: StorageError) -> ApiError {
         StorageError::Interrupted => ErrorCode::BadRequest,
         StorageError::NotConfigured => ErrorCode::NotFound,
         StorageError::Store(se) if se.code() == "ShuttingDown" => ErrorCode::ShuttingDown,
+        // The database's disk or the blobs' (the same data dir): 507, a plain message; the OS
+        // error goes to the log.
+        _ if e.code() == "StorageFull" => {
+            tracing::warn!(error = %e, "upload refused: the disk is full");
+            return ApiError::new(
+                ErrorCode::StorageFull,
+                "The disk holding this deployment's data is full; uploads fail until space is freed.",
+            );
+        }
         StorageError::Store(_) | StorageError::Blob(_) => return ApiError::internal(e),
     };
     ApiError::new(code, e.to_string())
@@ -114,9 +126,13 @@ fn expected_digest(headers: &HeaderMap) -> Result<Option<Sha256>, ApiError> {
     Ok(None)
 }
 
+/// Stream an upload to disk. There is no total deadline (a 1 GiB file over a slow link may
+/// rightly take long), but a body that stops moving for `stall` is refused with
+/// `BodyReadTimeout`; dropping the sink then removes the partial file.
 async fn upload(
     storage: FileStorage,
     request: Request<Incoming>,
+    stall: Duration,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let token = query_param(request.uri().query(), "token").unwrap_or("");
     let grant = storage.check_upload_token(token).map_err(storage_error)?;
@@ -140,7 +156,13 @@ async fn upload(
         .filter(|v| !v.is_empty())
         .map(str::to_string);
     let mut sink = storage.start_upload(grant).map_err(storage_error)?;
-    while let Some(frame) = body.frame().await {
+    loop {
+        let Ok(frame) = tokio::time::timeout(stall, body.frame()).await else {
+            return Err(read_timeout("upload", stall));
+        };
+        let Some(frame) = frame else {
+            break;
+        };
         let frame = frame.map_err(|e| {
             ApiError::new(
                 ErrorCode::BadRequest,

@@ -19,9 +19,6 @@ use crate::error::{json_response, ApiError, ErrorCode};
 use crate::serve::ConnectionSlot;
 use crate::{AppState, ResponseBody};
 
-/// Largest client message: function args may be 16 MiB, plus the envelope.
-const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024 + 64 * 1024;
-
 /// Lets sync sessions authenticate with the same verifier and admin key as `/api/*`.
 pub(crate) struct SocketAuth(pub Arc<dyn Authenticator>);
 
@@ -30,16 +27,25 @@ impl SyncAuth for SocketAuth {
         &'a self,
         token_type: TokenType,
         value: Option<&'a str>,
+        impersonating: Option<&'a serde_json::Value>,
     ) -> crate::BoxFuture<'a, Result<Identity, String>> {
         Box::pin(async move {
             match (token_type, value) {
                 (TokenType::None, _) => Ok(Identity::Anonymous),
                 (_, None) => Err("The Authenticate message carries no token.".to_string()),
                 (TokenType::Admin, Some(key)) => {
-                    if self.0.is_admin_key(key) {
-                        Ok(Identity::Admin)
-                    } else {
-                        Err("The admin key is not valid for this deployment.".to_string())
+                    if !self.0.is_admin_key(key) {
+                        return Err("The admin key is not valid for this deployment.".to_string());
+                    }
+                    match impersonating {
+                        // `run --watch --identity`: the admin subscribes as that user.
+                        Some(json) => crate::credentials::acting_as(json.clone())
+                            .map(Identity::User)
+                            .ok_or_else(|| {
+                                "`impersonating` must be a user identity object (subject, issuer, ...)."
+                                    .to_string()
+                            }),
+                        None => Ok(Identity::Admin),
                     }
                 }
                 (TokenType::User, Some(token)) => self
@@ -70,6 +76,10 @@ pub(crate) fn upgrade(
     };
     let accept = derive_accept_key(key.as_bytes());
     let hub = state.sync.clone();
+    // A frame over this is refused from its header alone (tungstenite checks the declared length
+    // before reading the payload), so a 100 MB frame is never buffered; the session answers it
+    // with close code 1009.
+    let max_message_bytes = hub.options().max_message_bytes;
     // The socket outlives the HTTP connection's task: it keeps the connection's place under
     // the cap, and its span.
     let slot = request.extensions().get::<ConnectionSlot>().cloned();
@@ -79,8 +89,8 @@ pub(crate) fn upgrade(
         match on_upgrade.await {
             Ok(upgraded) => {
                 let config = WebSocketConfig {
-                    max_message_size: Some(MAX_MESSAGE_BYTES),
-                    max_frame_size: Some(MAX_MESSAGE_BYTES),
+                    max_message_size: Some(max_message_bytes),
+                    max_frame_size: Some(max_message_bytes),
                     ..WebSocketConfig::default()
                 };
                 let socket = WebSocketStream::from_raw_socket(

@@ -358,7 +358,7 @@ pub struct QueryCtx<'a> {
     pub db: DatabaseReader<'a>,
     pub auth: Auth,
     pub storage: StorageReader<'a>,
-    env: &'a CallEnv,
+    pub(crate) env: &'a CallEnv,
 }
 
 impl QueryCtx<'_> {
@@ -515,8 +515,10 @@ impl ActionCtx {
     pub async fn cancel(&self, job_id: &str) -> Result<(), FnError> {
         crate::scheduler::cancel_standalone(&self.rt, job_id.to_string()).await
     }
-    /// The value of an environment variable given to the server (e.g. CLERK_WEBHOOK_SECRET).
+    /// An environment variable (e.g. CLERK_WEBHOOK_SECRET): the deployment's own
+    /// (`npx convex env set`) if set, else the server process's. Read per call, so a changed
+    /// deployment variable applies at once.
     pub fn env(&self, name: &str) -> Option<String> {
-        self.rt.inner.config.env.get(name).cloned()
+        self.rt.env_var(name)
     }
 }

@@ -53,6 +53,8 @@ pub struct RuntimeConfig {
     pub test_clock_skip_ms: f64,
     /// File storage (`ctx.storage`, upload URLs); `None` leaves it off.
     pub storage: Option<crate::storage::StorageConfig>,
+    /// How long finished scheduled jobs are kept, and how their purge is paced.
+    pub scheduled_jobs: crate::scheduler::JobRetention,
 }
 
 impl Default for RuntimeConfig {
@@ -63,6 +65,7 @@ impl Default for RuntimeConfig {
             env: BTreeMap::new(),
             test_clock_skip_ms: 0.0,
             storage: None,
+            scheduled_jobs: crate::scheduler::JobRetention::default(),
         }
     }
 }
@@ -149,6 +152,11 @@ pub(crate) struct Inner {
     pub(crate) storage: Option<Arc<crate::storage::StorageState>>,
     /// The function log and health figures (dashboard, `/metrics`).
     pub(crate) observer: Arc<crate::observe::Observer>,
+    /// The deployment's environment variables (`_environment_variables`), mirrored.
+    pub(crate) env_vars: crate::env_vars::EnvVars,
+    /// `ctx.auth.enabled()`: starts as `config.auth_enabled`; the server flips it when a
+    /// deployment variable turns auth on or off (`CLERK_JWT_ISSUER_DOMAIN`).
+    pub(crate) auth_enabled: std::sync::atomic::AtomicBool,
 }
 
 fn system_now_ms() -> f64 {
@@ -161,6 +169,11 @@ fn system_now_ms() -> f64 {
 impl Inner {
     pub(crate) fn now_ms(&self) -> f64 {
         system_now_ms() + *self.clock_offset_ms.lock()
+    }
+
+    /// Whether an auth provider is configured now (`ctx.auth.enabled()`).
+    pub(crate) fn auth_enabled(&self) -> bool {
+        self.auth_enabled.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Find a function. Unknown, malformed and (without access) internal paths all give the same
@@ -226,6 +239,7 @@ impl Runtime {
         let mut tables = crate::scheduler::system_tables();
         tables.push(crate::test_clock::system_table());
         tables.extend(crate::storage::system_tables());
+        tables.push(crate::env_vars::system_table());
         tables
     }
 
@@ -249,6 +263,7 @@ impl Runtime {
             Clock::System => 0.0,
             Clock::Test => restore_test_offset(&store, config.test_clock_skip_ms)?,
         };
+        let env_vars = crate::env_vars::EnvVars::load(&store.read()?)?;
         let storage = match &config.storage {
             Some(storage) => Some(crate::storage::open(storage, &store)?),
             None => None,
@@ -266,6 +281,8 @@ impl Runtime {
         let mut system = App::system();
         crate::scheduler::register_system_functions(&mut system);
         crate::storage::register_system_functions(&mut system);
+        crate::env_vars::register_system_functions(&mut system);
+        crate::cli::register_system_functions(&mut system);
         // The app cannot register `_system/` paths (App refuses them), so nothing is shadowed.
         let functions = app
             .functions
@@ -279,12 +296,14 @@ impl Runtime {
                 routes: app.routes,
                 crons: app.crons,
                 store,
-                config,
                 clock_offset_ms: Mutex::new(offset),
                 pins: Mutex::new(VecDeque::new()),
                 sched: SchedulerState::default(),
                 storage,
                 observer,
+                env_vars,
+                auth_enabled: std::sync::atomic::AtomicBool::new(config.auth_enabled),
+                config,
             }),
         })
     }
@@ -327,6 +346,14 @@ impl Runtime {
         &self.inner.config
     }
 
+    /// Tell functions whether an auth provider is configured (`ctx.auth.enabled()`): the server
+    /// calls it when its JWT verifier is rebuilt from a changed deployment variable.
+    pub fn set_auth_enabled(&self, enabled: bool) {
+        self.inner
+            .auth_enabled
+            .store(enabled, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Run a query, mutation or action. Function failures are in `outcome`, never panics.
     pub async fn call(&self, request: CallRequest) -> CallResult {
         let access = if request.caller.is_admin() {
@@ -334,7 +361,7 @@ impl Runtime {
         } else {
             Access::PublicOnly
         };
-        let auth = Auth::new(request.caller.identity, self.inner.config.auth_enabled);
+        let auth = Auth::new(request.caller.identity, self.inner.auth_enabled());
         let logs = LogSink::default();
         let span = tracing::info_span!("request", request_id = %request.request_id);
         let execution = self

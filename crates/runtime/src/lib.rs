@@ -11,12 +11,17 @@
 //!   queries `_system/scheduler:list` and `_system/crons:list`.
 //! - [`storage`]: file storage: the `_storage` table, `ctx.storage`, signed one-time upload
 //!   URLs, and the blob directory's bookkeeping (what is referenced, what to collect).
+//! - [`env_vars`]: deployment environment variables (`_environment_variables`), read by
+//!   `ctx.env` before the process environment; `npx convex env`.
+//! - [`cli`]: the `_system/cli/*` queries the Convex CLI subscribes to (`data`, `function-spec`).
 //! - [`test_clock`]: the test clock's offset, persisted so test time survives a restart.
 
 pub mod admin;
+pub mod cli;
 pub mod ctx;
 pub mod db;
 pub mod engine;
+pub mod env_vars;
 pub mod error;
 pub mod observe;
 pub mod registry;
@@ -34,6 +39,7 @@ pub use db::{
     DatabaseReader, DatabaseWriter, Doc, IndexRange, PaginationOpts, PaginationResult, Query,
 };
 pub use engine::{CallRequest, CallResult, Caller, Clock, ReadAt, Runtime, RuntimeConfig};
+pub use env_vars::{EnvVarChange, EnvVarError};
 pub use error::FnError;
 pub use observe::{CallOutcome, FunctionLogEntry, HealthSample, Observer};
 pub use registry::{
@@ -42,7 +48,7 @@ pub use registry::{
 };
 pub use request_id::RequestId;
 
-pub use scheduler::{CancelOutcome, JobState};
+pub use scheduler::{CancelOutcome, JobRetention, JobState};
 pub use storage::{
     ActionStorage, FileStorage, StorageConfig, StorageError, StorageMetadata, StorageReader,
     StorageWriter,

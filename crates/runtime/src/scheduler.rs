@@ -17,12 +17,16 @@
 //!   [`tickethub_knobs::SCHEDULER_MAX_CONCURRENT_JOBS`] run at once.
 //! - Scheduled functions run as admin (they may be internal); `getUserIdentity()` is null there.
 //!
+//! - Finished jobs' rows are deleted after a retention period (7 days by default, as Convex),
+//!   in bounded batches, so the table does not grow without bound (`retention`).
+//!
 //! Modules: `jobs` (job rows, running one job), `crons` (cron rows, firing due crons),
-//! `run_loop` (start-up, passes, the loop, `advance_time`, shutdown), `system` (the built-in
+//! `retention` (purging finished jobs), `run_loop` (start-up, passes, the loop, `advance_time`, shutdown), `system` (the built-in
 //! `_system/*` queries).
 
 mod crons;
 mod jobs;
+mod retention;
 mod run_loop;
 mod system;
 
@@ -36,6 +40,7 @@ use tickethub_value::{validator::v, Value};
 use tokio::sync::Notify;
 
 pub(crate) use jobs::{cancel_job, insert_job, prepare_job};
+pub use retention::JobRetention;
 pub(crate) use run_loop::{run_until_idle, shutdown, start_background};
 pub(crate) use system::register_system_functions;
 pub use system::{SYSTEM_LIST_DEFAULT_LIMIT, SYSTEM_LIST_MAX_LIMIT};
@@ -49,6 +54,8 @@ pub const CRON_JOBS_TABLE: &str = "_cron_jobs";
 /// `_scheduled_functions` by `[state.kind, scheduledTime]`: due pending jobs are one range.
 const BY_STATE: &str = "by_state";
 const BY_NAME: &str = "by_name";
+/// `_scheduled_functions` by `completedTime`: finished jobs past retention are one range.
+const BY_COMPLETION: &str = "by_completion";
 
 /// Longest the loop sleeps without looking at the table (a safety net: it is woken on changes).
 pub const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -106,10 +113,16 @@ pub(crate) fn system_tables() -> Vec<TableDef> {
         .into_iter()
         .map(|(k, val)| (k.to_string(), val))
         .collect(),
-        indexes: vec![IndexDef {
-            name: BY_STATE.to_string(),
-            fields: vec!["state.kind".to_string(), "scheduledTime".to_string()],
-        }],
+        indexes: vec![
+            IndexDef {
+                name: BY_STATE.to_string(),
+                fields: vec!["state.kind".to_string(), "scheduledTime".to_string()],
+            },
+            IndexDef {
+                name: BY_COMPLETION.to_string(),
+                fields: vec!["completedTime".to_string()],
+            },
+        ],
         validate: true,
     };
     let crons = TableDef {
@@ -147,6 +160,9 @@ pub(crate) struct SchedulerState {
     init: tokio::sync::OnceCell<()>,
     /// Next run of each cron (Unix ms), mirrored from `_cron_jobs`.
     cron_next: Mutex<HashMap<String, f64>>,
+    /// When the next purge of finished jobs is due (runtime clock, Unix ms); `None` until the
+    /// first pass, which purges at once (rows may have aged past retention while we were down).
+    next_purge_ms: Mutex<Option<f64>>,
     stopping: AtomicBool,
     stop: Notify,
     loop_task: Mutex<Option<tokio::task::JoinHandle<()>>>,

@@ -112,6 +112,9 @@ impl StorageError {
             StorageError::Interrupted => "UploadInterrupted",
             StorageError::Store(e) => e.code(),
             StorageError::Blob(BlobError::TooLarge { .. }) => "FileTooLarge",
+            StorageError::Blob(BlobError::Io(e)) if e.kind() == std::io::ErrorKind::StorageFull => {
+                "StorageFull"
+            }
             StorageError::Blob(_) => "StorageError",
         }
     }
@@ -123,6 +126,10 @@ impl From<StorageError> for FnError {
             StorageError::Store(e) => FnError::Store(e),
             StorageError::Blob(BlobError::TooLarge { limit }) => {
                 FnError::msg(StorageError::TooLarge { limit }.to_string())
+            }
+            // A full disk keeps its stable code (`StorageFull`), as it does for the database.
+            StorageError::Blob(BlobError::Io(e)) if e.kind() == std::io::ErrorKind::StorageFull => {
+                FnError::Store(StoreError::from(e))
             }
             StorageError::Blob(e) => FnError::Internal(e.to_string()),
             other => FnError::msg(other.to_string()),

@@ -1,14 +1,86 @@
 //! The router's [`Authenticator`] backed by the auth crate: Clerk JWT verification and the
 //! deployment's admin key.
+//!
+//! The verifier sits behind a lock so it can be replaced while the server runs: setting
+//! `CLERK_JWT_ISSUER_DOMAIN` with `npx convex env set` rebuilds it ([`follow_env_vars`]).
 
-use tickethub_auth::{AdminKey, AuthError, TokenVerifier};
+use std::sync::{Arc, RwLock};
+
+use tickethub_auth::{AdminKey, AuthConfig, AuthError, TokenVerifier, CLERK_ISSUER_ENV};
 use tickethub_router::{AuthFailure, AuthFailureKind, Authenticator, BoxFuture};
-use tickethub_runtime::UserIdentity;
+use tickethub_runtime::{Runtime, UserIdentity};
 use tickethub_value::{Object, Value};
 
 pub struct ClerkAuthenticator {
-    pub verifier: TokenVerifier,
-    pub admin_key: AdminKey,
+    /// Cheap to clone (shared key caches); cloned out of the lock before any await.
+    verifier: RwLock<TokenVerifier>,
+    admin_key: AdminKey,
+}
+
+impl ClerkAuthenticator {
+    pub fn new(verifier: TokenVerifier, admin_key: AdminKey) -> ClerkAuthenticator {
+        ClerkAuthenticator {
+            verifier: RwLock::new(verifier),
+            admin_key,
+        }
+    }
+
+    fn current(&self) -> TokenVerifier {
+        self.verifier
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn replace(&self, verifier: TokenVerifier) {
+        *self
+            .verifier
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = verifier;
+    }
+}
+
+/// Keep the JWT verifier in step with `CLERK_JWT_ISSUER_DOMAIN` as functions see it (the
+/// deployment variable first, then the process environment): checked now, and again after every
+/// change of the deployment's variables. The task holds the runtime, so the server aborts it
+/// (the returned handle) when it shuts down; it also ends once the authenticator is gone.
+pub fn follow_env_vars(
+    runtime: Runtime,
+    authenticator: Arc<ClerkAuthenticator>,
+) -> tokio::task::JoinHandle<()> {
+    let mut changes = runtime.watch_env_vars();
+    let mut applied = runtime.config().env.get(CLERK_ISSUER_ENV).cloned();
+    let weak = Arc::downgrade(&authenticator);
+    drop(authenticator);
+    tokio::spawn(async move {
+        loop {
+            let Some(authenticator) = weak.upgrade() else {
+                return;
+            };
+            let wanted = runtime.env_var(CLERK_ISSUER_ENV);
+            if wanted != applied {
+                let built = AuthConfig::from_env_lookup(|name| runtime.env_var(name))
+                    .and_then(TokenVerifier::new);
+                match built {
+                    Ok(verifier) => {
+                        runtime.set_auth_enabled(verifier.is_enabled());
+                        for provider in verifier.describe_providers() {
+                            tracing::info!("auth provider (from {CLERK_ISSUER_ENV}): {provider}");
+                        }
+                        authenticator.replace(verifier);
+                    }
+                    Err(error) => tracing::warn!(
+                        "{CLERK_ISSUER_ENV} changed but is not usable ({error}); keeping the previous auth configuration"
+                    ),
+                }
+                applied = wanted;
+            }
+            drop(authenticator);
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    })
 }
 
 impl Authenticator for ClerkAuthenticator {
@@ -21,7 +93,7 @@ impl Authenticator for ClerkAuthenticator {
         token: &'a str,
     ) -> BoxFuture<'a, Result<UserIdentity, AuthFailure>> {
         Box::pin(async move {
-            let verified = self.verifier.verify(token).await.map_err(failure)?;
+            let verified = self.current().verify(token).await.map_err(failure)?;
             Ok(identity_from_claims(verified.user_identity()))
         })
     }

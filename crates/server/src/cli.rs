@@ -2,9 +2,10 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use tickethub_runtime::Clock;
+use tickethub_runtime::{Clock, JobRetention};
 
 use crate::server::{AdminKeySource, SchemaSource, ServerOptions};
 
@@ -25,6 +26,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Write `<out>/_generated/` (api.d.ts, api.js, dataModel.d.ts) for a TypeScript front end.
     Codegen(crate::codegen::CodegenArgs),
+    /// Copy the database (at one commit) and its stored files while the server keeps running.
+    Backup(crate::backup::BackupArgs),
+    /// Put a backup into a data directory no server is using.
+    Restore(crate::backup::RestoreArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -59,6 +64,10 @@ pub struct ServeArgs {
     /// nothing is kept). Default 1 GiB (knob TICKETHUB_MAX_UPLOAD_BYTES).
     #[arg(long, value_name = "BYTES")]
     pub max_upload_bytes: Option<u64>,
+    /// How long a finished scheduled function's row (success, failed, canceled) is kept before
+    /// it is purged, in ms. Default 7 days, as Convex (knob TICKETHUB_SCHEDULED_JOB_RETENTION).
+    #[arg(long, value_name = "MS")]
+    pub scheduled_job_retention_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -101,6 +110,13 @@ impl ServeArgs {
             max_upload_bytes: self
                 .max_upload_bytes
                 .unwrap_or(*tickethub_knobs::MAX_UPLOAD_BYTES),
+            scheduled_jobs: JobRetention {
+                keep_finished_for: self
+                    .scheduled_job_retention_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(*tickethub_knobs::SCHEDULED_JOB_RETENTION),
+                ..JobRetention::default()
+            },
             env: std::env::vars().collect(),
             auth: crate::server::AuthSource::Environment,
         })

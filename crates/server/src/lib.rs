@@ -7,6 +7,7 @@
 //! - [`server`]: [`Server`]: open the store, start the runtime, bind both listeners, and shut all of
 //!   it down in order.
 //! - [`codegen`]: `tickethub codegen --out <dir>`: `_generated/` TypeScript from the registry.
+//! - [`backup`]: `tickethub backup` and `tickethub restore`.
 //! - [`auth_bridge`]: the router's `Authenticator` over the auth crate (Clerk JWTs, admin key).
 //!
 //! Start-up order matters: listeners are bound before the store is opened, so a port in use fails
@@ -14,6 +15,7 @@
 //! before anything is served.
 
 pub mod auth_bridge;
+pub mod backup;
 pub mod cli;
 pub mod codegen;
 pub mod server;
@@ -40,6 +42,9 @@ pub fn main_with(app: App, default_schema_toml: &'static str) -> anyhow::Result<
             );
             return Ok(());
         }
+        // Neither needs the app or an async runtime: they work on files.
+        Some(Command::Backup(args)) => return backup::run_backup(args),
+        Some(Command::Restore(args)) => return backup::run_restore(args),
         None => ServeArgs::parse_from(["serve"]),
     };
     let options = args.into_options(default_schema_toml)?;

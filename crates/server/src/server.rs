@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tickethub_auth::{AdminKey, AdminKeyOrigin, AuthConfig, StripeVerifier, TokenVerifier};
 use tickethub_router::{AppState, GracePeriod, RouterConfig, Surface};
-use tickethub_runtime::{App, Clock, Runtime, RuntimeConfig, StorageConfig};
+use tickethub_runtime::{App, Clock, JobRetention, Runtime, RuntimeConfig, StorageConfig};
 use tickethub_store::{DataDirLock, Schema, Store, StoreOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -65,6 +65,8 @@ pub struct ServerOptions {
     pub test_clock_skip_ms: f64,
     /// Largest file one upload may hold, in bytes.
     pub max_upload_bytes: u64,
+    /// How long finished scheduled jobs are kept (`--scheduled-job-retention-ms`).
+    pub scheduled_jobs: JobRetention,
     /// Given to functions (`ctx.env`) and read for auth configuration.
     pub env: BTreeMap<String, String>,
     pub auth: AuthSource,
@@ -81,6 +83,9 @@ pub struct Server {
     runtime: Runtime,
     stop: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
+    /// Rebuilds the JWT verifier when `CLERK_JWT_ISSUER_DOMAIN` changes as a deployment
+    /// variable; aborted at shutdown.
+    env_follower: Option<JoinHandle<()>>,
     /// Held until the server is dropped (after [`Server::shutdown`] closed the store): no other
     /// server may use the data dir meanwhile.
     _data_dir_lock: DataDirLock,
@@ -109,6 +114,9 @@ impl Server {
         // would keep its own timestamps, commit log and live queries beside ours. The error names
         // the dir and the holder's pid on its own, so it gets no extra context.
         let data_dir_lock = DataDirLock::acquire(&options.data_dir)?;
+        // A damaged, foreign or newer database file is refused now, with one line naming it and
+        // before anything else is said or written; the store checks again when it opens.
+        tickethub_store::check_database_file(&options.data_dir.join(tickethub_store::DB_FILE))?;
         let (admin_key, admin_key_file) = match &options.admin_key {
             AdminKeySource::Given(key) => (
                 AdminKey::from_string(key).map_err(|e| anyhow::anyhow!("{e}"))?,
@@ -133,27 +141,6 @@ impl Server {
         }
         for provider in auth_config.describe_providers() {
             tracing::info!("auth provider: {provider}");
-        }
-        if !options.env.contains_key(WEBHOOK_SECRET_ENV) {
-            tracing::warn!(
-                "{WEBHOOK_SECRET_ENV} is not set: Clerk webhook deliveries cannot be verified and the webhook endpoint answers 500."
-            );
-        }
-        match options
-            .env
-            .get(STRIPE_WEBHOOK_SECRET_ENV)
-            .filter(|secret| !secret.trim().is_empty())
-        {
-            None => tracing::warn!(
-                "{STRIPE_WEBHOOK_SECRET_ENV} is not set: Stripe webhook deliveries cannot be verified and POST /stripe-webhook answers 500."
-            ),
-            Some(secret) => {
-                if let Err(error) = StripeVerifier::new(secret) {
-                    tracing::warn!(
-                        "{STRIPE_WEBHOOK_SECRET_ENV} is not usable ({error}); POST /stripe-webhook answers 500."
-                    );
-                }
-            }
         }
         let verifier = TokenVerifier::new(auth_config)
             .map_err(|e| anyhow::anyhow!("auth configuration: {e}"))?;
@@ -193,6 +180,7 @@ impl Server {
                     .unwrap_or_else(|| format!("http://{api_addr}")),
                 max_upload_bytes: options.max_upload_bytes,
             }),
+            scheduled_jobs: options.scheduled_jobs,
         };
         // Blocking: with the test clock it reads (and may write) the persisted offset.
         let runtime = tokio::task::spawn_blocking(move || Runtime::try_new(app, store, config))
@@ -200,13 +188,36 @@ impl Server {
             .context("starting the runtime")?
             .map_err(|e| anyhow::anyhow!("could not start the runtime: {e}"))?;
         runtime.start_background();
+        // After the runtime: a secret set as a deployment variable (`npx convex env set`) counts.
+        if runtime.env_var(WEBHOOK_SECRET_ENV).is_none() {
+            tracing::warn!(
+                "{WEBHOOK_SECRET_ENV} is not set: Clerk webhook deliveries cannot be verified and the webhook endpoint answers 500."
+            );
+        }
+        match runtime
+            .env_var(STRIPE_WEBHOOK_SECRET_ENV)
+            .filter(|secret| !secret.trim().is_empty())
+        {
+            None => tracing::warn!(
+                "{STRIPE_WEBHOOK_SECRET_ENV} is not set: Stripe webhook deliveries cannot be verified and POST /stripe-webhook answers 500."
+            ),
+            Some(secret) => {
+                if let Err(error) = StripeVerifier::new(&secret) {
+                    tracing::warn!(
+                        "{STRIPE_WEBHOOK_SECRET_ENV} is not usable ({error}); POST /stripe-webhook answers 500."
+                    );
+                }
+            }
+        }
 
+        let authenticator = Arc::new(ClerkAuthenticator::new(verifier, admin_key.clone()));
+        // An auth configuration given explicitly (tests, embedding) stays as given; one from the
+        // environment follows the deployment's variables too.
+        let env_follower = matches!(options.auth, AuthSource::Environment)
+            .then(|| crate::auth_bridge::follow_env_vars(runtime.clone(), authenticator.clone()));
         let state = AppState::new(
             runtime.clone(),
-            Arc::new(ClerkAuthenticator {
-                verifier,
-                admin_key: admin_key.clone(),
-            }),
+            authenticator,
             RouterConfig {
                 clock: options.clock,
                 ..RouterConfig::default()
@@ -238,6 +249,7 @@ impl Server {
             runtime,
             stop,
             listeners,
+            env_follower,
             _data_dir_lock: data_dir_lock,
         })
     }
@@ -275,6 +287,9 @@ impl Server {
     /// close the store (checkpointing its log).
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
+        if let Some(follower) = &self.env_follower {
+            follower.abort();
+        }
         for listener in self.listeners {
             if let Err(e) = listener.await {
                 tracing::warn!("a listener task ended abnormally: {e}");

@@ -163,6 +163,7 @@ fn options(data_dir: &Path, schema: &str) -> ServerOptions {
         clock: Clock::System,
         test_clock_skip_ms: 0.0,
         max_upload_bytes: 1 << 20,
+        scheduled_jobs: Default::default(),
         env: Default::default(),
         auth: AuthSource::Config(tickethub_auth::AuthConfig::disabled()),
     }

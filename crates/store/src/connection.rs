@@ -18,6 +18,9 @@ pub(crate) enum Role {
     Reader,
 }
 
+/// How long a connection waits for a lock another connection holds before reporting busy.
+pub(crate) const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Open `path` for `role`. `durable` turns on `synchronous=FULL` (an fsync per commit).
 pub(crate) fn open_connection(
     path: &Path,
@@ -33,8 +36,12 @@ pub(crate) fn open_connection(
         }
     };
     let conn = Connection::open_with_flags(path, flags)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     if role == Role::Writer {
+        // First, before anything creates a table: a new database then tracks its free pages so
+        // upkeep can return them (`maintenance.rs`). On an existing file this changes nothing
+        // until the one-time conversion at start-up.
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // SQLite's default (1000 pages) is less than one big batch writes, which made nearly
         // every commit checkpoint on the writer thread.

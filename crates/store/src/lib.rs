@@ -4,11 +4,14 @@
 //! - [`store`]: [`Store`], the facade: open, reader snapshots, submitting jobs to the writer.
 //! - `connection` (private): opening SQLite connections with their pragmas; the reader pool.
 //! - `migrate` (private): creating and migrating the database to a schema (backfill, validation).
-//! - `writer` (private): the writer thread with group commit.
+//! - `writer` (private): the writer thread with group commit, and its idle upkeep.
+//! - [`maintenance`]: giving disk space back (incremental vacuum, WAL truncation).
 //! - [`lock`]: [`DataDirLock`], one process per data directory.
 //! - [`txn`]: [`ReadTxn`] (one consistent snapshot) and [`WriteTxn`] (runs on the writer thread).
 //! - [`query`]: [`IndexQuery`], index range validation and key-range computation.
 //! - [`log`]: the commit log: which index key ranges each commit touched, for live queries.
+//! - [`datafile`]: checking a database file before it is opened (damaged, foreign, newer format).
+//! - [`backup`]: online backup of a live database through SQLite's backup API.
 //! - `catalog` (private): table numbers and index ids joined with the schema; immutable after open.
 //! - `codec` (private): the compact binary encoding of document bodies on disk.
 //!
@@ -17,11 +20,14 @@
 //! rolls back alone; a batch of queued mutations shares one COMMIT (one fsync), and only then are
 //! their `done` callbacks told. Readers use a pool of WAL connections, each read in one transaction.
 
+pub mod backup;
 mod catalog;
 mod codec;
 mod connection;
+pub mod datafile;
 pub mod lock;
 pub mod log;
+pub mod maintenance;
 mod migrate;
 pub mod query;
 pub mod schema;
@@ -29,11 +35,18 @@ pub mod store;
 pub mod txn;
 mod writer;
 
+pub use backup::{
+    integrity_problems, BackupError, BackupPace, BackupProgress, BackupSnapshot, BackupSummary,
+};
+pub use datafile::{
+    check_database_file, DataFileError, DataFileState, APPLICATION_ID, FORMAT_VERSION,
+};
 pub use lock::{DataDirLock, DataDirLockError};
 pub use log::{CommitLog, IndexId, ReadRange, ReadSet, WriteSet, WrittenKey};
+pub use maintenance::{Checkpoint, MaintenanceReport};
 pub use query::{Bound, IndexQuery, Order, Page, PageRequest, MAX_PAGE_ITEMS};
 pub use schema::{IndexDef, Schema, SchemaError, TableDef};
-pub use store::{CommitHook, CommitInfo, Done, Job, Outcome, Store, StoreOptions};
+pub use store::{CommitHook, CommitInfo, Done, Job, Outcome, Store, StoreOptions, DB_FILE};
 pub use txn::{caps, DocReader, Document, ReadTxn, ScanVisitor, SnapshotQuery, Visit, WriteTxn};
 pub use writer::panic_message;
 
@@ -102,6 +115,10 @@ pub enum StoreError {
     Overloaded { capacity: usize },
     #[error("the store is shutting down")]
     ShuttingDown,
+    /// The database file is damaged, not SQLite, another application's, or of a newer format.
+    /// Only at open; the message names the file.
+    #[error(transparent)]
+    DataFile(#[from] DataFileError),
 }
 
 /// A storage failure as SQLite (or the OS) reported it, with its codes kept so that a full disk
@@ -152,6 +169,7 @@ impl StoreError {
             StoreError::StorageFull(_) => "StorageFull",
             StoreError::Overloaded { .. } => "ServerOverloaded",
             StoreError::ShuttingDown => "ShuttingDown",
+            StoreError::DataFile(_) => "DatabaseFileRejected",
         }
     }
     /// True when the error is the caller's fault (shown to clients as is); false for internal ones.
@@ -163,6 +181,7 @@ impl StoreError {
                 | StoreError::Overloaded { .. }
                 | StoreError::ShuttingDown
                 | StoreError::JobPanicked(_)
+                | StoreError::DataFile(_)
         )
     }
 

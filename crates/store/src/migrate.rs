@@ -114,6 +114,7 @@ pub(crate) fn migrate(conn: &Connection, schema: &Schema) -> Result<Migrated, St
 
 fn migrate_in_txn(conn: &Connection, schema: &Schema) -> Result<Migrated, StoreError> {
     conn.execute_batch(CREATE_TABLES)?;
+    crate::datafile::stamp(conn)?;
     for def in schema.tables.values() {
         // System tables come from the engine, not schema.toml, but follow the same index rules.
         crate::schema::check_indexes(def)?;

@@ -14,8 +14,9 @@ use tickethub_knobs as knobs;
 use crate::catalog::Catalog;
 use crate::connection::{open_connection, ReaderPool, Role};
 use crate::log::{CommitLog, IndexId};
+use crate::maintenance::{ensure_incremental_vacuum, AutoVacuumMode, MaintenanceReport};
 use crate::migrate::{migrate, Migrated};
-use crate::writer::{CreationClock, Message, Shared, Writer};
+use crate::writer::{CreationClock, IdleUpkeep, Message, Shared, Writer};
 use crate::{ReadTxn, Schema, StoreError, Timestamp, WriteSet, WriteTxn};
 
 /// What a mutation job decided.
@@ -53,6 +54,13 @@ pub struct StoreOptions {
     pub gather_wait: Duration,
     /// fsync on every commit (SQLite `synchronous=FULL` in WAL). Only benchmarks turn it off.
     pub durable: bool,
+    /// Idle time after a write before the writer returns free pages and truncates the WAL
+    /// (`None`: never on its own; [`Store::maintain_now`] still works).
+    /// Default: [`knobs::STORE_IDLE_MAINTENANCE_AFTER`].
+    pub idle_maintenance_after: Option<Duration>,
+    /// Free pages one upkeep step returns. At least 1.
+    /// Default: [`knobs::INCREMENTAL_VACUUM_STEP_PAGES`].
+    pub vacuum_step_pages: u64,
 }
 
 impl Default for StoreOptions {
@@ -63,6 +71,8 @@ impl Default for StoreOptions {
             queue_capacity: *knobs::WRITER_QUEUE_CAPACITY,
             gather_wait: *knobs::WRITER_GATHER_WAIT,
             durable: true,
+            idle_maintenance_after: Some(*knobs::STORE_IDLE_MAINTENANCE_AFTER),
+            vacuum_step_pages: *knobs::INCREMENTAL_VACUUM_STEP_PAGES,
         }
     }
 }
@@ -106,6 +116,9 @@ impl Store {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::storage(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join(DB_FILE);
+        // Before the writer connection, which would create, convert (WAL) or "repair" a file that
+        // is not ours.
+        crate::datafile::check_database_file(&path)?;
         let writer_conn = open_connection(&path, Role::Writer, options.durable)?;
         let Migrated {
             catalog,
@@ -113,6 +126,10 @@ impl Store {
             last_creation,
         } = migrate(&writer_conn, &schema)?;
         let catalog = Arc::new(catalog);
+        // Before any reader opens: the conversion's VACUUM needs the database to itself.
+        if ensure_incremental_vacuum(&writer_conn)? == AutoVacuumMode::Converted {
+            tracing::info!(path = %path.display(), "the database now returns freed pages");
+        }
 
         let readers = (0..options.readers.max(1))
             .map(|_| open_connection(&path, Role::Reader, options.durable))
@@ -136,6 +153,11 @@ impl Store {
             gather_wait: options.gather_wait,
             shared: shared.clone(),
             last_batch_len: 0,
+            idle_upkeep: IdleUpkeep {
+                after: options.idle_maintenance_after,
+                step_pages: options.vacuum_step_pages,
+                due: false,
+            },
         };
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
@@ -269,6 +291,22 @@ impl Store {
         let mut wal = self.inner.db_path.clone().into_os_string();
         wal.push("-wal");
         size(&self.inner.db_path) + size(Path::new(&wal))
+    }
+
+    /// Run one upkeep step now, after the jobs already queued: return up to
+    /// [`StoreOptions::vacuum_step_pages`] free pages to the file system and truncate the WAL.
+    /// The writer does this by itself when idle; tests and tools call it to not wait.
+    pub fn maintain_now(&self) -> Result<MaintenanceReport, StoreError> {
+        let (ack, acked) = mpsc::sync_channel(1);
+        {
+            let sender = self.inner.sender.read();
+            let sender = sender.as_ref().ok_or(StoreError::ShuttingDown)?;
+            // `send`, not `try_send`: a caller asking for upkeep can wait for room in the queue.
+            sender
+                .send(Message::Maintain(ack))
+                .map_err(|_| StoreError::ShuttingDown)?;
+        }
+        acked.recv().map_err(|_| StoreError::ShuttingDown)?
     }
 
     /// The schema the store was opened with.

@@ -13,6 +13,7 @@ use rusqlite::Connection;
 use crate::catalog::Catalog;
 use crate::connection::run_cached;
 use crate::log::CommitLog;
+use crate::maintenance::{maintain, MaintenanceReport};
 use crate::migrate::{meta_set, META_LAST_CREATION, META_LAST_TS};
 use crate::store::{CommitHook, CommitInfo, Done, Job, Outcome};
 use crate::{StoreError, Timestamp, WriteSet, WriteTxn};
@@ -29,6 +30,17 @@ pub(crate) enum Message {
     Job(Job, Done),
     /// Finish the queued jobs, checkpoint, and stop.
     Close(mpsc::Sender<Result<(), StoreError>>),
+    /// Run one upkeep step after the jobs queued before it ([`crate::Store::maintain_now`]).
+    Maintain(mpsc::SyncSender<Result<MaintenanceReport, StoreError>>),
+}
+
+/// When the writer does its upkeep on its own (`maintenance.rs`).
+pub(crate) struct IdleUpkeep {
+    /// Idle time before a step; `None`: only on request.
+    pub(crate) after: Option<Duration>,
+    pub(crate) step_pages: u64,
+    /// Something was written (or a step left work) since the last step.
+    pub(crate) due: bool,
 }
 
 pub(crate) fn now_unix_ms() -> u64 {
@@ -84,6 +96,7 @@ pub(crate) struct Writer {
     /// Jobs in the previous batch: how many callers were waiting on one commit, so most of them
     /// are likely to send their next job right after hearing back.
     pub(crate) last_batch_len: usize,
+    pub(crate) idle_upkeep: IdleUpkeep,
 }
 
 /// One job's result inside a batch, before the batch commits.
@@ -117,27 +130,36 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 impl Writer {
     pub(crate) fn run(mut self, receiver: mpsc::Receiver<Message>) {
         let mut close_ack = None;
+        // Upkeep requests that arrived with a batch: answered after it.
+        let mut maintain_acks = Vec::new();
         while close_ack.is_none() {
-            let Ok(first) = receiver.recv() else { break };
+            let Some(first) = self.next_message(&receiver) else {
+                break;
+            };
             let mut batch = Vec::new();
             match first {
                 Message::Job(job, done) => batch.push((job, done)),
                 Message::Close(ack) => close_ack = Some(ack),
+                Message::Maintain(ack) => maintain_acks.push(ack),
             }
             // Group commit: everything already waiting joins this batch.
             while close_ack.is_none() && batch.len() < self.max_batch {
                 match receiver.try_recv() {
                     Ok(Message::Job(job, done)) => batch.push((job, done)),
                     Ok(Message::Close(ack)) => close_ack = Some(ack),
+                    Ok(Message::Maintain(ack)) => maintain_acks.push(ack),
                     Err(_) => break,
                 }
             }
-            if close_ack.is_none() {
-                close_ack = self.gather(&receiver, &mut batch);
+            if close_ack.is_none() && !batch.is_empty() {
+                close_ack = self.gather(&receiver, &mut batch, &mut maintain_acks);
             }
             if !batch.is_empty() {
                 self.last_batch_len = batch.len();
                 self.run_batch(batch);
+            }
+            for ack in maintain_acks.drain(..) {
+                let _ = ack.send(self.upkeep_step());
             }
         }
         // Drain jobs that raced with close so their callers hear back.
@@ -146,6 +168,9 @@ impl Writer {
                 Message::Job(_, done) => done(Err(StoreError::ShuttingDown)),
                 Message::Close(ack) => {
                     let _ = ack.send(Ok(()));
+                }
+                Message::Maintain(ack) => {
+                    let _ = ack.send(Err(StoreError::ShuttingDown));
                 }
             }
         }
@@ -158,6 +183,41 @@ impl Writer {
         }
     }
 
+    /// The next message. While upkeep is due, an idle period of `idle_upkeep.after` runs one
+    /// step (and waits again while more is left); `None` once every sender is gone.
+    fn next_message(&mut self, receiver: &mpsc::Receiver<Message>) -> Option<Message> {
+        loop {
+            let idle_after = match self.idle_upkeep.after {
+                Some(after) if self.idle_upkeep.due => after,
+                _ => return receiver.recv().ok(),
+            };
+            match receiver.recv_timeout(idle_after) {
+                Ok(message) => return Some(message),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Err(e) = self.upkeep_step() {
+                        // Not fatal: the data is intact, only space is not returned yet.
+                        tracing::warn!(error = %e, "store upkeep failed; retrying after the next write");
+                        self.idle_upkeep.due = false;
+                    }
+                }
+            }
+        }
+    }
+
+    fn upkeep_step(&mut self) -> Result<MaintenanceReport, StoreError> {
+        let report = maintain(&self.conn, self.idle_upkeep.step_pages)?;
+        if report.pages_released > 0 {
+            tracing::debug!(
+                pages_released = report.pages_released,
+                free_pages_left = report.free_pages_left,
+                "returned free pages to the file system"
+            );
+        }
+        self.idle_upkeep.due = report.more_to_do();
+        Ok(report)
+    }
+
     /// When the previous batch answered many callers at once, their next jobs arrive a moment
     /// apart; starting the commit with only the first few would make the rest wait a whole extra
     /// fsync. So wait briefly (at most `gather_wait`) until about as many jobs as last time
@@ -166,6 +226,7 @@ impl Writer {
         &self,
         receiver: &mpsc::Receiver<Message>,
         batch: &mut Vec<(Job, Done)>,
+        maintain_acks: &mut Vec<mpsc::SyncSender<Result<MaintenanceReport, StoreError>>>,
     ) -> Option<mpsc::Sender<Result<(), StoreError>>> {
         let wanted = self.last_batch_len.min(self.max_batch);
         if batch.len() * 2 >= wanted {
@@ -177,6 +238,7 @@ impl Writer {
             match receiver.recv_timeout(left) {
                 Ok(Message::Job(job, done)) => batch.push((job, done)),
                 Ok(Message::Close(ack)) => return Some(ack),
+                Ok(Message::Maintain(ack)) => maintain_acks.push(ack),
                 Err(_) => break,
             }
         }
@@ -210,6 +272,10 @@ impl Writer {
         self.shared
             .latest_ts
             .store(self.last_ts.0, AtomicOrdering::Release);
+        if self.last_ts != saved_ts {
+            // Something was written (perhaps deleted): look for space to return once idle.
+            self.idle_upkeep.due = true;
+        }
         let mut committed = Vec::new();
         for (_, result) in &results {
             if let JobResult::Committed(info) = result {

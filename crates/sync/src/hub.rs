@@ -42,6 +42,11 @@ pub struct SyncOptions {
     pub ping_after_idle: Duration,
     /// Actions one connection may have running; more are refused with `TooManyConcurrentActions`.
     pub max_actions_per_connection: usize,
+    /// Queries one connection may have subscribed; a `ModifyQuerySet` past it closes the
+    /// connection with `TooManySubscriptions`.
+    pub max_queries_per_connection: usize,
+    /// Largest message or frame a client may send; a bigger one closes the socket with 1009.
+    pub max_message_bytes: usize,
 }
 
 impl Default for SyncOptions {
@@ -53,17 +58,21 @@ impl Default for SyncOptions {
             send_timeout: *knobs::SYNC_SEND_TIMEOUT,
             ping_after_idle: *knobs::SYNC_PING_AFTER_IDLE,
             max_actions_per_connection: *knobs::SYNC_MAX_ACTIONS_PER_CONNECTION,
+            max_queries_per_connection: *knobs::SYNC_MAX_QUERIES_PER_CONNECTION,
+            max_message_bytes: *knobs::SYNC_MAX_MESSAGE_BYTES,
         }
     }
 }
 
 /// Turns an `Authenticate` message into an identity. The router implements it with the same
-/// token verifier and admin key as `/api/*`.
+/// token verifier and admin key as `/api/*`. `impersonating` (admin only) is the identity the
+/// admin acts as.
 pub trait SyncAuth: Send + Sync + 'static {
     fn authenticate<'a>(
         &'a self,
         token_type: TokenType,
         value: Option<&'a str>,
+        impersonating: Option<&'a serde_json::Value>,
     ) -> Pin<Box<dyn Future<Output = Result<Identity, String>> + Send + 'a>>;
 }
 

@@ -46,6 +46,10 @@ pub enum ClientMessage {
         #[serde(default)]
         value: Option<String>,
         base_version: u32,
+        /// Admin only: the user identity (Convex's `UserIdentityAttributes` JSON) the admin acts
+        /// as, as `npx convex run --watch --identity` sends it.
+        #[serde(default)]
+        impersonating: Option<serde_json::Value>,
     },
     /// Client-side telemetry; ignored.
     Event {},

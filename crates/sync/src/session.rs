@@ -17,8 +17,10 @@ use tickethub_runtime::{CallRequest, Caller, FnError, FunctionKind, Identity, Re
 use tickethub_store::ReadSet;
 use tickethub_value::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, Semaphore};
-use tokio_tungstenite::tungstenite::Message;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::hub::{
@@ -40,8 +42,11 @@ where
     let options = *hub.options();
     let (sink, mut incoming) = socket.split();
     let (outbox, outbox_rx) = mpsc::channel(options.outbox_capacity.max(1));
-    let writer = tokio::spawn(write_loop(sink, outbox_rx, options));
+    // How the writer should close the socket when the session ends (default: a plain close).
+    let (close_with, close_frame) = oneshot::channel();
+    let writer = tokio::spawn(write_loop(sink, outbox_rx, close_frame, options));
     let (id, signal) = hub.open_session();
+    let mut too_big = false;
     let mut session = Session {
         hub: hub.clone(),
         outbox,
@@ -57,6 +62,7 @@ where
             message = incoming.next() => match message {
                 Some(Ok(Message::Text(text))) => session.on_text(&text).await,
                 Some(Ok(Message::Binary(_))) => Err(Close::Fatal("binary frames are not part of the protocol".into())),
+                Some(Err(WsError::Capacity(too_big))) => Err(Close::TooBig(too_big.to_string())),
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => Err(Close::Quietly),
                 Some(Ok(_)) => Ok(()),
             },
@@ -74,18 +80,39 @@ where
                 break;
             }
             Err(Close::AfterAuthError) => break,
+            Err(Close::TooBig(detail)) => {
+                too_big = true;
+                // The frame's payload was never read; all that is left is to say why we close.
+                tracing::info!(%detail, "closing a sync connection that sent an oversized message");
+                let _ = close_with.send(CloseFrame {
+                    code: CloseCode::Size,
+                    reason: format!(
+                        "Message too big: a client message may be at most {} bytes.",
+                        options.max_message_bytes
+                    )
+                    .into(),
+                });
+                break;
+            }
         }
     }
     drop(session);
-    let _ = writer.await;
+    let sink = writer.await;
+    if too_big {
+        if let Ok(Ok(mut socket)) = sink.map(|sink| incoming.reunite(sink)) {
+            drain_after_close(socket.get_mut()).await;
+        }
+    }
     hub.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
 }
 
 async fn write_loop<S>(
     mut sink: futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
     mut outbox: mpsc::Receiver<ServerMessage>,
+    mut close_frame: oneshot::Receiver<CloseFrame<'static>>,
     options: SyncOptions,
-) where
+) -> futures_util::stream::SplitSink<WebSocketStream<S>, Message>
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
@@ -110,7 +137,42 @@ async fn write_loop<S>(
             }
         }
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+    let close = async {
+        match close_frame.try_recv() {
+            Ok(frame) => {
+                let _ = sink.send(Message::Close(Some(frame))).await;
+                sink.close().await
+            }
+            Err(_) => sink.close().await,
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+    sink
+}
+
+/// Most bytes, and longest time, spent discarding what a client that sent an oversized frame is
+/// still sending after our close frame.
+const DRAIN_AFTER_CLOSE_BYTES: usize = 128 * 1024 * 1024;
+const DRAIN_AFTER_CLOSE_TIME: Duration = Duration::from_secs(2);
+
+/// After refusing an oversized frame the client is usually still sending its payload. Closing the
+/// TCP connection with unread data makes the kernel send a reset, and the client may then lose our
+/// close frame (it sees 1006 instead of 1009). So read and discard the rest, bounded in bytes and
+/// time, at the TCP level (never as a WebSocket message), giving the client time to read the close
+/// frame and hang up.
+async fn drain_after_close<S: AsyncRead + Unpin>(raw: &mut S) {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = vec![0u8; 64 * 1024];
+    let drain = async {
+        let mut seen = 0usize;
+        while seen < DRAIN_AFTER_CLOSE_BYTES {
+            match raw.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_AFTER_CLOSE_TIME, drain).await;
 }
 
 enum Close {
@@ -120,6 +182,8 @@ enum Close {
     Fatal(String),
     /// The AuthError was sent; close so the client reconnects and re-authenticates.
     AfterAuthError,
+    /// A message or frame over `max_message_bytes`: close with 1009 (Message Too Big).
+    TooBig(String),
 }
 
 struct Subscription {
@@ -199,6 +263,13 @@ impl Session {
                             udf_path,
                             args,
                         } => {
+                            let limit = self.hub.options().max_queries_per_connection;
+                            if !self.queries.contains_key(&query_id) && self.queries.len() >= limit
+                            {
+                                return Err(Close::Fatal(format!(
+                                    "TooManySubscriptions: this connection already has {limit} queries subscribed, the most it may have; remove some before adding more."
+                                )));
+                            }
                             let query = match decode_args(&args) {
                                 Ok(args) => Ok(QueryKey::new(udf_path, args)),
                                 Err(refused) => Err(Arc::new(refused.into_outcome(&self.hub))),
@@ -296,11 +367,12 @@ impl Session {
                 token_type,
                 value,
                 base_version,
+                impersonating,
             } => {
                 match self
                     .hub
                     .auth()
-                    .authenticate(token_type, value.as_deref())
+                    .authenticate(token_type, value.as_deref(), impersonating.as_ref())
                     .await
                 {
                     Ok(identity) => {
@@ -481,7 +553,8 @@ impl ArgsRefused {
 
 /// `args` is `[obj]` on the wire. Anything else is refused as `/api/*` refuses it, so a function
 /// never sees args that are not a valid object (a `v.any()` function would otherwise get them).
-fn decode_args(args: &[serde_json::Value]) -> Result<Value, ArgsRefused> {
+/// Public for the fuzz targets (`fuzz/`), which feed it what a client could send.
+pub fn decode_args(args: &[serde_json::Value]) -> Result<Value, ArgsRefused> {
     let object = match args {
         [] => return Ok(Value::Object(Default::default())),
         [one] => one,
@@ -537,6 +610,16 @@ fn response_parts(
 /// message (the details are in the server log).
 pub(crate) fn client_error(error: &FnError) -> QueryError {
     if !error.is_user_visible() {
+        // The server's own refusals (a full disk, overload, shutdown) keep their stable code in
+        // front of a plain message: the client can tell "retry later" from a bug. Their texts
+        // carry no SQL or paths.
+        if let code @ ("StorageFull" | "ServerOverloaded" | "ShuttingDown") = error.code() {
+            tracing::warn!(code, error = ?error, "function refused on a sync connection");
+            return QueryError {
+                message: format!("{code}: {error}"),
+                data: None,
+            };
+        }
         tracing::error!(code = error.code(), %error, "function failed on a sync connection");
         return QueryError {
             message: "Server Error".to_string(),

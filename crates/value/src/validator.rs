@@ -288,6 +288,51 @@ fn check_fields(
 }
 
 /// Convex's `v.…()` notation.
+/// Convex's JSON form of a validator (`ValidatorJSON` of the `convex` npm package): what
+/// `npx convex function-spec` prints and the dashboard shows. An optional object field is
+/// `{fieldType, optional: true}`; `Optional` elsewhere (meaningless) is its inner validator.
+pub fn validator_json(validator: &Validator) -> serde_json::Value {
+    match validator {
+        Validator::Id(table) => serde_json::json!({"type": "id", "tableName": table}),
+        Validator::Null => serde_json::json!({"type": "null"}),
+        Validator::Float64 => serde_json::json!({"type": "number"}),
+        Validator::Int64 => serde_json::json!({"type": "bigint"}),
+        Validator::Boolean => serde_json::json!({"type": "boolean"}),
+        Validator::String => serde_json::json!({"type": "string"}),
+        Validator::Bytes => serde_json::json!({"type": "bytes"}),
+        Validator::Any => serde_json::json!({"type": "any"}),
+        Validator::Literal(v) => {
+            serde_json::json!({"type": "literal", "value": v.to_convex_json()})
+        }
+        Validator::Array(inner) => {
+            serde_json::json!({"type": "array", "value": validator_json(inner)})
+        }
+        Validator::Record(k, v) => {
+            serde_json::json!({"type": "record", "keys": validator_json(k), "values": {"fieldType": validator_json(v), "optional": false}})
+        }
+        Validator::Union(options) => {
+            serde_json::json!({"type": "union", "value": options.iter().map(validator_json).collect::<Vec<_>>()})
+        }
+        Validator::Optional(inner) => validator_json(inner),
+        Validator::Object(fields) => {
+            let value: serde_json::Map<String, serde_json::Value> = fields
+                .iter()
+                .map(|(name, v)| {
+                    let (inner, optional) = match v {
+                        Validator::Optional(inner) => (&**inner, true),
+                        other => (other, false),
+                    };
+                    (
+                        name.clone(),
+                        serde_json::json!({"fieldType": validator_json(inner), "optional": optional}),
+                    )
+                })
+                .collect();
+            serde_json::json!({"type": "object", "value": value})
+        }
+    }
+}
+
 impl fmt::Display for Validator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -524,6 +569,11 @@ impl<'a> Parser<'a> {
         let x = number
             .parse::<f64>()
             .map_err(|_| self.located("invalid number literal"))?;
+        // `1e999` parses to infinity, which no JSON value can equal and which the validator
+        // could not even print back (found by fuzzing: fuzz/README.md).
+        if !x.is_finite() {
+            return Err(self.located("number literal out of range (it must be a finite float64)"));
+        }
         self.pos += len;
         Ok(Value::Float64(x))
     }
@@ -858,5 +908,17 @@ mod tests {
         assert!(err("id(events)").contains("expected a quoted string at column 4"));
         assert!(err("object({a: string, a: int64})").contains("appears twice"));
         assert!(err("").contains("expected a validator at column 1"));
+    }
+
+    /// Found by the `validator` fuzz target: `literal(.52e2222)` parsed to an infinite literal
+    /// that printed as `v.literal(inf)`, which did not parse back.
+    #[test]
+    fn fuzz_regression_number_literals_must_be_finite() {
+        for text in ["literal(.52e2222)", "literal(1e999)", "literal(-1e999)"] {
+            let err = Validator::parse(text).unwrap_err().to_string();
+            assert!(err.contains("number literal out of range"), "{text}: {err}");
+        }
+        let biggest = Validator::parse("literal(1.7976931348623157e308)").unwrap();
+        assert_eq!(Validator::parse(&biggest.describe()).unwrap(), biggest);
     }
 }

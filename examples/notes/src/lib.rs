@@ -14,7 +14,9 @@
 //! What it shows: typed argument structs whose validators come from `#[derive(Args)]`;
 //! queries reading by index and by id; a mutation returning the new id; a `ConvexError` with
 //! data; captured log lines; an internal query (hidden from clients); an action calling a
-//! mutation; HTTP actions with an exact route, a prefix route and the caller's identity.
+//! mutation; HTTP actions with an exact route, a prefix route and the caller's identity;
+//! `notes:addExpiring`, a note that deletes itself through a scheduled `notes:remove` (the
+//! retention soak's load).
 //! `notes:echo` returns its argument unchanged, so clients can check that every Convex value
 //! type (int64, bytes, NaN, -0...) survives a round trip.
 
@@ -107,6 +109,48 @@ fn logs(ctx: &QueryCtx, _: NoArgs) -> Result<(), FnError> {
     Ok(())
 }
 
+/// A note that deletes itself: `notes:remove` is scheduled to run `ttlMs` after the insert.
+#[derive(Deserialize, Args)]
+#[serde(rename_all = "camelCase")]
+struct Expiring {
+    text: String,
+    ttl_ms: f64,
+}
+
+fn add_expiring(ctx: &MutationCtx, args: Expiring) -> Result<String, FnError> {
+    let note = NewNote {
+        text: args.text,
+        tags: None,
+        author: None,
+    };
+    let id = ctx.db.insert("notes", &note)?;
+    ctx.scheduler
+        .run_after(args.ttl_ms, "notes:remove", serde_json::json!({ "id": id }))?;
+    Ok(id)
+}
+
+/// Delete a note if it is still there (an expiry racing a manual delete is not an error).
+fn remove(ctx: &MutationCtx, args: ById) -> Result<bool, FnError> {
+    if ctx.db.get(&args.id)?.is_none() {
+        return Ok(false);
+    }
+    ctx.db.delete(&args.id)?;
+    Ok(true)
+}
+
+/// Most `_scheduled_functions` rows [`scheduled_rows`] counts.
+const SCHEDULED_ROWS_COUNTED: usize = 20_000;
+
+/// How many rows `_scheduled_functions` holds (pending and finished), up to 20,000: the
+/// retention soak watches this stay bounded.
+fn scheduled_rows(ctx: &QueryCtx, _: NoArgs) -> Result<f64, FnError> {
+    let rows = ctx
+        .db
+        .query("_scheduled_functions")
+        .take(SCHEDULED_ROWS_COUNTED)?;
+    Ok(rows.len() as f64)
+}
+
 fn count(ctx: &QueryCtx, _: NoArgs) -> Result<f64, FnError> {
     Ok(ctx.db.query("notes").collect()?.len() as f64)
 }
@@ -172,6 +216,9 @@ pub fn app() -> App {
     app.mutation("notes:fail", fail);
     app.query("notes:logs", logs);
     app.internal_query("notes:count", count);
+    app.mutation("notes:addExpiring", add_expiring);
+    app.internal_mutation("notes:remove", remove);
+    app.internal_query("notes:scheduledRows", scheduled_rows);
     app.action("notes:addViaAction", add_via_action);
     app.query("notes:throws", throws);
 

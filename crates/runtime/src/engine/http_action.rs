@@ -37,7 +37,7 @@ impl Runtime {
         let logs = LogSink::default();
         let ctx = ActionCtx::new(
             self.clone(),
-            Auth::new(caller.identity, self.inner.config.auth_enabled),
+            Auth::new(caller.identity, self.inner.auth_enabled()),
             logs.clone(),
         );
         let result = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(ctx, request))) {

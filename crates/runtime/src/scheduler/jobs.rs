@@ -136,7 +136,7 @@ pub(super) struct DueJob {
 }
 
 fn admin(rt: &Runtime) -> Auth {
-    Auth::new(Identity::Admin, rt.inner.config.auth_enabled)
+    Auth::new(Identity::Admin, rt.inner.auth_enabled())
 }
 
 /// What is recorded as a failed job's error: internal details stay in the server log.

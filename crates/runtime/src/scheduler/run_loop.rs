@@ -10,6 +10,7 @@ use tickethub_value::{DocumentId, Object, Value};
 
 use super::crons::{cron_row, describe_schedule, fire_due_crons};
 use super::jobs::{by_state, run_job, set_state, DueJob};
+use super::retention::purge_if_due;
 use super::{read, system_mutation, JobState, CRON_JOBS_TABLE, MAX_ADVANCE_ROUNDS, MAX_SLEEP};
 use crate::{FnError, Runtime};
 
@@ -115,11 +116,14 @@ struct Pass {
     started: usize,
     /// Due jobs seen but not started (running already, or over the concurrency bound).
     due_left: bool,
-    /// Earliest future time something becomes due (a pending job or a cron).
+    /// Earliest future time something becomes due (a pending job, a cron, the next purge).
     next_due: Option<f64>,
+    /// The purge's batch was full: more finished jobs past retention are left.
+    purge_backlog: bool,
 }
 
-/// Fire due crons, then start due jobs (up to the concurrency bound).
+/// Fire due crons, then start due jobs (up to the concurrency bound), then purge finished jobs
+/// past their retention if that is due.
 async fn run_pass(rt: &Runtime) -> Result<Pass, FnError> {
     let sched = &rt.inner.sched;
     let _tick = sched.tick.lock().await;
@@ -184,6 +188,8 @@ async fn run_pass(rt: &Runtime) -> Result<Pass, FnError> {
             rt.inner.sched.idle.notify_waiters();
         });
     }
+    // After the due jobs started, so a purge never delays them.
+    let next_purge = purge_if_due(rt, now).await;
     let next_cron = sched
         .cron_next
         .lock()
@@ -192,14 +198,15 @@ async fn run_pass(rt: &Runtime) -> Result<Pass, FnError> {
         .fold(None, |acc: Option<f64>, t| {
             Some(acc.map_or(t, |a| a.min(t)))
         });
-    let next_due = match (next_job, next_cron) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
+    let next_due = [next_job, next_cron, Some(next_purge.at_ms)]
+        .into_iter()
+        .flatten()
+        .reduce(f64::min);
     Ok(Pass {
         started,
         due_left,
         next_due,
+        purge_backlog: next_purge.backlog,
     })
 }
 
@@ -256,15 +263,22 @@ async fn wait_idle(rt: &Runtime) {
     }
 }
 
-/// Run every job and cron due by now (and the due jobs those schedule) to completion.
+/// Run every job and cron due by now (and the due jobs those schedule) to completion, and purge
+/// every finished job past its retention.
 pub(crate) async fn run_until_idle(rt: &Runtime) -> Result<(), FnError> {
     ensure_initialized(rt).await?;
-    for _ in 0..MAX_ADVANCE_ROUNDS {
+    let mut rounds = 0;
+    while rounds < MAX_ADVANCE_ROUNDS {
         wait_idle(rt).await;
         let pass = run_pass(rt).await?;
         wait_idle(rt).await;
-        if pass.started == 0 && !pass.due_left {
+        let jobs_left = pass.started > 0 || pass.due_left;
+        if !jobs_left && !pass.purge_backlog {
             return Ok(());
+        }
+        // Only rounds that ran jobs count: a purge backlog always ends, a job loop may not.
+        if jobs_left {
+            rounds += 1;
         }
     }
     Err(FnError::msg(format!(
