@@ -58,7 +58,8 @@ pub(crate) fn outcome(words: &[&str]) -> Validator {
     v::object([("outcome", one_of(words))])
 }
 
-/// `{deleted: number}`: rows a pruning job removed.
+/// `{deleted, rescheduled}`: rows a pruning job removed, and whether a full batch made it
+/// schedule itself again (`users::PruneResult`).
 pub(crate) fn pruned() -> Validator {
-    v::object([("deleted", v::number())])
+    v::object([("deleted", v::number()), ("rescheduled", v::boolean())])
 }
