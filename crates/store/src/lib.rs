@@ -9,6 +9,7 @@
 //! - [`txn`]: [`ReadTxn`] (one consistent snapshot) and [`WriteTxn`] (runs on the writer thread).
 //! - [`query`]: [`IndexQuery`], index range validation and key-range computation.
 //! - [`log`]: the commit log: which index key ranges each commit touched, for live queries.
+//! - [`bulk`]: bulk transactions for snapshot import/export (ids kept, tables cleared, streaming).
 //! - `catalog` (private): table numbers and index ids joined with the schema; immutable after open.
 //! - `codec` (private): the compact binary encoding of document bodies on disk.
 //!
@@ -17,6 +18,7 @@
 //! rolls back alone; a batch of queued mutations shares one COMMIT (one fsync), and only then are
 //! their `done` callbacks told. Readers use a pool of WAL connections, each read in one transaction.
 
+pub mod bulk;
 mod catalog;
 mod codec;
 mod connection;
@@ -29,6 +31,7 @@ pub mod store;
 pub mod txn;
 mod writer;
 
+pub use bulk::{BulkError, TableEntry};
 pub use lock::{DataDirLock, DataDirLockError};
 pub use log::{CommitLog, IndexId, ReadRange, ReadSet, WriteSet, WrittenKey};
 pub use query::{Bound, IndexQuery, Order, Page, PageRequest, MAX_PAGE_ITEMS};
