@@ -82,6 +82,30 @@ pub enum ErrorCode {
     NotPending,
     /// Dashboard: no scheduled job has this id.
     JobNotFound,
+    /// Export: an export is already being written.
+    ExportInProgress,
+    /// Export: no export has this id (or its ZIP is gone).
+    ExportNotFound,
+    /// Export: the export is not complete yet.
+    ExportNotComplete,
+    /// Import: a malformed file, ZIP or row (the message names the file and line).
+    InvalidImport,
+    /// Import: a ZIP entry with an absolute path or `..`.
+    UnsafeZipPath,
+    /// Import: larger than `IMPORT_MAX_UNCOMPRESSED_BYTES` once uncompressed (a ZIP bomb).
+    ImportTooLarge,
+    /// Import: a table the schema does not have.
+    ImportTableNotFound,
+    /// Import: into a non-empty table without `--replace` / `--append`.
+    ImportTableNotEmpty,
+    /// Import: no import has this id (400, not 404: the CLI retries 404s for a minute).
+    ImportNotFound,
+    /// Import: the import is not in a state that allows the request.
+    ImportWrongState,
+    /// Import: an unknown upload token, a bad part number, or an upload over the size limit.
+    BadImportUpload,
+    /// A path the Convex CLI uses that tickethub does not implement (400, never 404).
+    NotSupported,
 }
 
 impl ErrorCode {
@@ -121,6 +145,18 @@ impl ErrorCode {
             ErrorCode::SchemaValidationError => "SchemaValidationError",
             ErrorCode::NotPending => "NotPending",
             ErrorCode::JobNotFound => "JobNotFound",
+            ErrorCode::ExportInProgress => "ExportInProgress",
+            ErrorCode::ExportNotFound => "ExportNotFound",
+            ErrorCode::ExportNotComplete => "ExportNotComplete",
+            ErrorCode::InvalidImport => "InvalidImport",
+            ErrorCode::UnsafeZipPath => "UnsafeZipPath",
+            ErrorCode::ImportTooLarge => "ImportTooLarge",
+            ErrorCode::ImportTableNotFound => "ImportTableNotFound",
+            ErrorCode::ImportTableNotEmpty => "ImportTableNotEmpty",
+            ErrorCode::ImportNotFound => "ImportNotFound",
+            ErrorCode::ImportWrongState => "ImportWrongState",
+            ErrorCode::BadImportUpload => "BadImportUpload",
+            ErrorCode::NotSupported => "NotSupported",
         }
     }
 
@@ -170,6 +206,18 @@ impl ErrorCode {
             ErrorCode::DocumentNotFound | ErrorCode::JobNotFound => StatusCode::NOT_FOUND,
             ErrorCode::SchemaValidationError => StatusCode::BAD_REQUEST,
             ErrorCode::NotPending => StatusCode::CONFLICT,
+            ErrorCode::ExportNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::ExportInProgress
+            | ErrorCode::ExportNotComplete
+            | ErrorCode::InvalidImport
+            | ErrorCode::UnsafeZipPath
+            | ErrorCode::ImportTableNotFound
+            | ErrorCode::ImportTableNotEmpty
+            | ErrorCode::ImportNotFound
+            | ErrorCode::ImportWrongState
+            | ErrorCode::BadImportUpload
+            | ErrorCode::NotSupported => StatusCode::BAD_REQUEST,
+            ErrorCode::ImportTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 }

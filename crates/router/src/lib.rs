@@ -15,6 +15,8 @@
 //! - [`dashboard`]: the admin-only `/api/dashboard/*` JSON API and `GET /metrics`.
 //! - [`storage`]: file storage over HTTP: `POST /api/storage/upload?token=…` (streamed to disk)
 //!   and `GET /api/storage/<uuid>` (streamed from disk, with `Range`).
+//! - [`snapshot`]: `npx convex export` / `import`: export request and download, import uploads in
+//!   parts, perform and cancel (admin only).
 //! - [`response_body`]: [`ResponseBody`], buffered or streamed.
 //! - [`error`]: [`ApiError`] / [`ErrorCode`] and their statuses.
 //! - [`state`]: [`AppState`], [`RouterConfig`].
@@ -33,6 +35,7 @@ pub mod error;
 pub mod http_action;
 pub mod response_body;
 pub mod serve;
+pub mod snapshot;
 pub mod state;
 pub mod storage;
 mod sync_endpoint;
@@ -91,6 +94,10 @@ async fn route_api_port(
         }
         let mut response = if storage::is_storage_path(path) {
             storage::handle(state, request).await
+        } else if snapshot::is_snapshot_path(path) {
+            snapshot::handle(state, request)
+                .await
+                .unwrap_or_else(ApiError::into_response)
         } else {
             api::handle(state, request)
                 .await

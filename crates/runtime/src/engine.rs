@@ -226,6 +226,7 @@ impl Runtime {
         let mut tables = crate::scheduler::system_tables();
         tables.push(crate::test_clock::system_table());
         tables.extend(crate::storage::system_tables());
+        tables.extend(crate::snapshot::service::system_tables());
         tables
     }
 
@@ -266,6 +267,7 @@ impl Runtime {
         let mut system = App::system();
         crate::scheduler::register_system_functions(&mut system);
         crate::storage::register_system_functions(&mut system);
+        crate::snapshot::service::register_system_functions(&mut system);
         // The app cannot register `_system/` paths (App refuses them), so nothing is shadowed.
         let functions = app
             .functions

@@ -11,6 +11,8 @@
 //!   queries `_system/scheduler:list` and `_system/crons:list`.
 //! - [`storage`]: file storage: the `_storage` table, `ctx.storage`, signed one-time upload
 //!   URLs, and the blob directory's bookkeeping (what is referenced, what to collect).
+//! - [`snapshot`]: snapshot export and import in Convex's ZIP format (`npx convex export` /
+//!   `import`, `tickethub export` / `import`), and the `_exports` / `_snapshot_imports` tables.
 //! - [`test_clock`]: the test clock's offset, persisted so test time survives a restart.
 
 pub mod admin;
@@ -22,6 +24,7 @@ pub mod observe;
 pub mod registry;
 mod request_id;
 pub mod scheduler;
+pub mod snapshot;
 pub mod storage;
 pub mod test_clock;
 mod writer;

@@ -23,6 +23,11 @@ pub struct Cli {
 pub enum Command {
     /// Serve the API (function calls, sync) and the site (HTTP actions).
     Serve(ServeArgs),
+    /// Write a snapshot ZIP (Convex's format) of a stopped server's data dir.
+    Export(crate::snapshot::ExportArgs),
+    /// Import a snapshot ZIP, or a JSONL / JSON / CSV file into one table, into a stopped
+    /// server's data dir.
+    Import(crate::snapshot::ImportArgs),
 }
 
 #[derive(Args, Debug, Clone)]

@@ -6,6 +6,7 @@
 //! - [`cli`]: the command line (`tickethub serve --port ... --data-dir ...`).
 //! - [`server`]: [`Server`]: open the store, start the runtime, bind both listeners, and shut all of
 //!   it down in order.
+//! - [`snapshot`]: `tickethub export` / `tickethub import`, offline on a data dir, with progress bars.
 //! - [`auth_bridge`]: the router's `Authenticator` over the auth crate (Clerk JWTs, admin key).
 //!
 //! Start-up order matters: listeners are bound before the store is opened, so a port in use fails
@@ -15,6 +16,7 @@
 pub mod auth_bridge;
 pub mod cli;
 pub mod server;
+pub mod snapshot;
 
 pub use cli::{Cli, Command, ServeArgs};
 pub use server::{AdminKeySource, Server, ServerOptions};
@@ -28,6 +30,8 @@ pub fn main_with(app: App, default_schema_toml: &'static str) -> anyhow::Result<
     init_logging();
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
+        Some(Command::Export(args)) => return snapshot::export(args, default_schema_toml),
+        Some(Command::Import(args)) => return snapshot::import(args, default_schema_toml),
         None => ServeArgs::parse_from(["serve"]),
     };
     let options = args.into_options(default_schema_toml)?;
