@@ -1,4 +1,4 @@
-//! The benchmark command: `cargo run --release -p bench -- --quick|--full|--soak|--load-check|--fanout|--idle-cost`,
+//! The benchmark command: `cargo run --release -p bench -- --quick|--full|--soak|--load-check|--fanout|--idle-cost|--export-import`,
 //! and `prepare-users --dir D --count N` (a data dir with N users, for `tickethub serve`).
 //!
 //! Module map:
@@ -16,10 +16,13 @@
 //! - [`suite`]: `--quick` / `--full`; [`soak`]: `--soak` and `--load-check`.
 //! - [`files`]: `--files`, file storage: 100 MB upload and download over loopback against the
 //!   same disk's raw copy speed.
+//! - [`exim`]: `--export-import`, snapshot export and import of 1M users: documents/s and the
+//!   server's peak RSS during each.
 //! - [`report`]: JSON and Markdown results; [`plot`]: the PNG.
 //!
 //! Everything runs on loopback; results go to `bench/results/`.
 
+mod exim;
 mod fanout;
 mod files;
 mod hello;
@@ -48,7 +51,7 @@ use clap::{ArgGroup, Parser, Subcommand};
 #[command(
     name = "bench",
     about = "Benchmark tickethub against PocketBase, a bare hyper server and raw SQLite",
-    group(ArgGroup::new("mode").args(["quick", "full", "soak", "load_check", "fanout", "idle_cost", "files"]))
+    group(ArgGroup::new("mode").args(["quick", "full", "soak", "load_check", "fanout", "idle_cost", "files", "export_import"]))
 )]
 struct Cli {
     /// A smoke pass of a few seconds per system.
@@ -78,6 +81,12 @@ struct Cli {
     /// File storage: 100 MB upload and download throughput against the disk's raw copy speed.
     #[arg(long)]
     files: bool,
+    /// Snapshot export and import of `--users` users: documents/s and the server's peak RSS.
+    #[arg(long)]
+    export_import: bool,
+    /// Users for `--export-import`.
+    #[arg(long, default_value_t = 1_000_000)]
+    users: u64,
     /// Subscribers (and idle connections) for `--fanout`.
     #[arg(long, default_value_t = 1000)]
     subscribers: usize,
@@ -159,6 +168,7 @@ enum Mode {
     Fanout,
     IdleCost,
     Files,
+    ExportImport,
 }
 
 fn main() -> Result<()> {
@@ -199,6 +209,8 @@ fn main() -> Result<()> {
         Mode::IdleCost
     } else if cli.files {
         Mode::Files
+    } else if cli.export_import {
+        Mode::ExportImport
     } else {
         Mode::Quick
     };
@@ -366,6 +378,19 @@ async fn run(
                 serde_json::to_string_pretty(&report)? + "\n",
             )?;
             std::fs::write(results.join("files.md"), report.markdown())?;
+            println!("{}", report.markdown());
+        }
+        Mode::ExportImport => {
+            let bin = servers::tickethub_binary()?;
+            let (users, work) = (cli.users, work.clone());
+            let report =
+                tokio::task::spawn_blocking(move || exim::run(&bin, &work, users, command)).await??;
+            std::fs::create_dir_all(&results)?;
+            std::fs::write(
+                results.join("export-import.json"),
+                serde_json::to_string_pretty(&report)? + "\n",
+            )?;
+            std::fs::write(results.join("export-import.md"), report.markdown())?;
             println!("{}", report.markdown());
         }
         Mode::LoadCheck => {
