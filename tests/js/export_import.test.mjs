@@ -91,6 +91,8 @@ describe("npx convex export / import", { timeout: 900_000 }, () => {
     // The target refuses imports over 1 MiB uncompressed, so a small ZIP bomb shows the cap.
     target = await startServer({ which: "tickethub", env: { ...env, TICKETHUB_IMPORT_MAX_UNCOMPRESSED_BYTES: String(1 << 20) } });
     work = await mkdtemp(path.join(tmpdir(), "exim-e2e-"));
+    // The CLI reads the project's package.json even for export and import.
+    await writeFile(path.join(work, "package.json"), JSON.stringify({ name: "exim-e2e", private: true, dependencies: { convex: "1.48.0" } }));
     const now = () => Math.floor(Date.now() / 1000);
     O = newUserId();
     organizer = newClient(source, { auth: await issuer.tokenFor(O, { iat: now() - 5, nbf: now() - 5, exp: now() + 86400 }) });

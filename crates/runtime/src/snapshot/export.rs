@@ -139,13 +139,17 @@ fn write_snapshot<W: Write + Seek>(
             Ok::<_, SnapshotError>(Visit::Continue)
         })?;
         // Stored files are usually compressed already (images, PDFs): store them as they are.
+        // ZIP64 fields only where the size needs them: some readers (fflate) misread a stored
+        // entry's ZIP64 sizes.
         let stored = options.compression_method(zip::CompressionMethod::Stored);
         snapshot.for_each_document(STORAGE_TABLE, &mut |doc: Document| {
             let sha = sha_of(&doc)?;
             let mut file = blobs.open_blob(&sha)?.ok_or_else(|| {
                 SnapshotError::Io(format!("the blob of {} is missing", doc.id))
             })?;
-            zip.start_file(format!("_storage/{}", doc.id.encode()), stored)?;
+            let size = file.metadata()?.len();
+            let options = stored.large_file(size >= u64::from(u32::MAX));
+            zip.start_file(format!("_storage/{}", doc.id.encode()), options)?;
             std::io::copy(&mut file, &mut zip)?;
             files += 1;
             Ok::<_, SnapshotError>(Visit::Continue)
