@@ -26,8 +26,20 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const CONVEX_BIN = path.join(HERE, "node_modules", ".bin", "convex");
 const DAY_MS = 24 * 3600 * 1000;
 
-/** Run the real `convex` CLI against `server`; resolves {code, stdout, stderr}. */
-function convex(server, args, { cwd } = {}) {
+/** Run the real `convex` CLI against `server`; resolves {code, stdout, stderr}. A spawn that
+ * fails with ENOMEM (a busy shared machine) is retried a few times. */
+async function convex(server, args, opts = {}) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await convexOnce(server, args, opts);
+    } catch (err) {
+      if (err.code !== "ENOMEM" || attempt >= 5) throw err;
+      await new Promise((r) => setTimeout(r, 1000 * (attempt + 1)));
+    }
+  }
+}
+
+function convexOnce(server, args, { cwd } = {}) {
   return new Promise((resolve, reject) => {
     const env = { ...process.env };
     for (const name of Object.keys(env)) if (name.startsWith("CONVEX_")) delete env[name];

@@ -76,9 +76,7 @@ fn write_snapshot<W: Write + Seek>(
 ) -> Result<ExportSummary, SnapshotError> {
     let options = SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated)
-        .unix_permissions(0o644)
-        // Tables may exceed 4 GiB uncompressed.
-        .large_file(true);
+        .unix_permissions(0o644);
     let mut zip = ZipWriter::new(out);
     let tables: Vec<_> = snapshot
         .tables()
@@ -108,7 +106,11 @@ fn write_snapshot<W: Write + Seek>(
 
     let mut line = Vec::with_capacity(1024);
     for table in &tables {
-        zip.start_file(format!("{}/documents.jsonl", table.name), options)?;
+        let big = likely_over_zip32(snapshot, &table.name)?;
+        zip.start_file(
+            format!("{}/documents.jsonl", table.name),
+            options.large_file(big),
+        )?;
         snapshot.for_each_document(&table.name, &mut |doc: Document| {
             line.clear();
             serde_json::to_writer(&mut line, &doc.to_value().to_export_json())
@@ -163,6 +165,28 @@ fn write_snapshot<W: Write + Seek>(
         documents: state.documents_written,
         files,
     })
+}
+
+/// Whether a table's `documents.jsonl` may pass 4 GiB, so its entry needs ZIP64 sizes. Only
+/// then: some readers (fflate) misread ZIP64 sizes of small entries. Estimated from the table's
+/// size and its first documents, with a wide margin.
+fn likely_over_zip32(snapshot: &ReadTxn, table: &str) -> Result<bool, SnapshotError> {
+    const SAMPLE: u64 = 100;
+    let rows = snapshot.count(table)?;
+    let mut sampled = 0u64;
+    let mut bytes = 0u64;
+    snapshot.for_each_document(table, &mut |doc: Document| {
+        bytes += doc.to_value().to_export_json().to_string().len() as u64 + 1;
+        sampled += 1;
+        Ok::<_, SnapshotError>(if sampled >= SAMPLE {
+            Visit::Stop
+        } else {
+            Visit::Continue
+        })
+    })?;
+    let average = if sampled == 0 { 0 } else { bytes / sampled };
+    // Four times the estimate against 4 GiB: documents vary in size.
+    Ok(rows.saturating_mul(average).saturating_mul(4) >= u64::from(u32::MAX))
 }
 
 fn sha_of(doc: &Document) -> Result<Sha256, SnapshotError> {
