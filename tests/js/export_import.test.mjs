@@ -69,6 +69,7 @@ async function mustSucceed(server, args, cwd) {
 /** Export `server` with the CLI and return {tables: {name: [doc]}, storage: [row], files: {id: bytes}}. */
 async function snapshotOf(server, dir, name) {
   const zipPath = path.join(dir, `${name}.zip`);
+  await rm(zipPath, { force: true }); // the CLI refuses to overwrite
   await mustSucceed(server, ["export", "--path", zipPath, "--include-file-storage"], dir);
   return readSnapshot(await readFile(zipPath));
 }
@@ -231,21 +232,21 @@ describe("npx convex export / import", { timeout: 900_000 }, () => {
         file: "array-line.jsonl",
         body: () => '{"name":"a","email":"a","userId":"a"}\n[1,2,3]\n',
         args: ["--table", "users", "--replace"],
-        message: /array-line\.jsonl line 2: not a JSON object/,
+        message: /users\.jsonl line 2: not a JSON object/,
       },
       {
         what: "a document that violates the schema",
         file: "bad-row.jsonl",
         body: () => '{"name":"a","email":"a","userId":"a"}\n{"name":"b","userId":"b"}\n',
         args: ["--table", "users", "--replace"],
-        message: /bad-row\.jsonl line 2: .*schema/,
+        message: /users\.jsonl line 2: .*schema/,
       },
       {
         what: "an _id of another table",
         file: "foreign-id.jsonl",
         body: () => JSON.stringify({ _id: seeded.tables.events[0]._id, name: "a", email: "a", userId: "a" }) + "\n",
         args: ["--table", "users", "--replace"],
-        message: /foreign-id\.jsonl line 1: .*another table/,
+        message: /users\.jsonl line 1: .*another table/,
       },
       {
         what: "an import into a non-empty table without --replace",

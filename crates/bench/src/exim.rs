@@ -88,7 +88,10 @@ fn seed(dir: &Path, users: u64) -> Result<f64> {
             for n in from..to {
                 let mut fields = Object::new();
                 fields.insert("name".into(), Value::String(format!("Bench User {n}")));
-                fields.insert("email".into(), Value::String(format!("seed-{n}@bench.example")));
+                fields.insert(
+                    "email".into(),
+                    Value::String(format!("seed-{n}@bench.example")),
+                );
                 fields.insert("userId".into(), Value::String(format!("seed-{n}")));
                 txn.insert_imported("users", None, None, fields)?;
             }
@@ -123,7 +126,10 @@ fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Result<(u
         .nth(1)
         .and_then(|s| s.parse().ok())
         .context("no status in the answer")?;
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         bail!("unexpected chunked answer to {path}");
     }
     Ok((status, raw[split + 4..].to_vec()))
@@ -180,7 +186,11 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-fn quiet_start(bin: &Path, data: &Path, log: std::path::PathBuf) -> Result<(ServerProc, SocketAddr)> {
+fn quiet_start(
+    bin: &Path,
+    data: &Path,
+    log: std::path::PathBuf,
+) -> Result<(ServerProc, SocketAddr)> {
     let t = start_tickethub(bin, data, log)?;
     Ok((t.server, t.api))
 }
@@ -199,7 +209,11 @@ pub fn run(bin: &Path, work: &Path, users: u64, command: String) -> Result<EximR
     source.reset_peak();
     eprintln!("[bench] exporting");
     let started = Instant::now();
-    json(addr, "/api/export/request/zip?includeStorage=false", serde_json::json!({}))?;
+    json(
+        addr,
+        "/api/export/request/zip?includeStorage=false",
+        serde_json::json!({}),
+    )?;
     let row = wait_for("the export", &["completed"], || {
         query(addr, "_system/cli/exports:getLatest", serde_json::json!({}))
     })?;
@@ -235,7 +249,10 @@ pub fn run(bin: &Path, work: &Path, users: u64, command: String) -> Result<EximR
         let (status, body) = request(
             addr,
             "POST",
-            &format!("/api/import/upload_part?uploadToken={token}&partNumber={}", i + 1),
+            &format!(
+                "/api/import/upload_part?uploadToken={token}&partNumber={}",
+                i + 1
+            ),
             chunk,
         )?;
         if status != 200 {
@@ -261,12 +278,20 @@ pub fn run(bin: &Path, work: &Path, users: u64, command: String) -> Result<EximR
             .clone())
     };
     let started = Instant::now();
-    wait_for("the import check", &["waiting_for_confirmation"], import_state)?;
+    wait_for(
+        "the import check",
+        &["waiting_for_confirmation"],
+        import_state,
+    )?;
     let plan_secs = started.elapsed().as_secs_f64();
     target.reset_peak();
     eprintln!("[bench] importing");
     let started = Instant::now();
-    json(addr, "/api/perform_import", serde_json::json!({"importId": import_id}))?;
+    json(
+        addr,
+        "/api/perform_import",
+        serde_json::json!({"importId": import_id}),
+    )?;
     let done = wait_for("the import", &["completed"], import_state)?;
     let import_secs = started.elapsed().as_secs_f64();
     let import_peak = target.memory().hwm_kib;

@@ -384,7 +384,8 @@ async fn run(
             let bin = servers::tickethub_binary()?;
             let (users, work) = (cli.users, work.clone());
             let report =
-                tokio::task::spawn_blocking(move || exim::run(&bin, &work, users, command)).await??;
+                tokio::task::spawn_blocking(move || exim::run(&bin, &work, users, command))
+                    .await??;
             std::fs::create_dir_all(&results)?;
             std::fs::write(
                 results.join("export-import.json"),

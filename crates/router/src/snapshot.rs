@@ -209,7 +209,9 @@ pub async fn handle(
             let token = service.start_upload().map_err(snapshot_error)?;
             Ok(json_response(
                 StatusCode::OK,
-                serde_json::json!({ "uploadToken": token }).to_string().into_bytes(),
+                serde_json::json!({ "uploadToken": token })
+                    .to_string()
+                    .into_bytes(),
             ))
         }
         Route::UploadPart => {
@@ -231,16 +233,23 @@ pub async fn handle(
                         "partNumber must be a number between 1 and 9999.",
                     )
                 })?;
-            let bytes =
-                read_limited(body, &parts.headers, *tickethub_knobs::IMPORT_MAX_PART_BYTES).await?;
+            let bytes = read_limited(
+                body,
+                &parts.headers,
+                *tickethub_knobs::IMPORT_MAX_PART_BYTES,
+            )
+            .await?;
             let svc = service.clone();
-            let part_token = tokio::task::spawn_blocking(move || svc.upload_part(&token, part, &bytes))
-                .await
-                .map_err(ApiError::internal)?
-                .map_err(snapshot_error)?;
+            let part_token =
+                tokio::task::spawn_blocking(move || svc.upload_part(&token, part, &bytes))
+                    .await
+                    .map_err(ApiError::internal)?
+                    .map_err(snapshot_error)?;
             Ok(json_response(
                 StatusCode::OK,
-                serde_json::Value::String(part_token).to_string().into_bytes(),
+                serde_json::Value::String(part_token)
+                    .to_string()
+                    .into_bytes(),
             ))
         }
         Route::FinishUpload => {
@@ -287,7 +296,9 @@ pub async fn handle(
                 .map_err(snapshot_error)?;
             Ok(json_response(
                 StatusCode::OK,
-                serde_json::json!({ "importId": id }).to_string().into_bytes(),
+                serde_json::json!({ "importId": id })
+                    .to_string()
+                    .into_bytes(),
             ))
         }
         Route::PerformImport | Route::CancelImport => {

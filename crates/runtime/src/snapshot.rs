@@ -32,7 +32,9 @@ pub enum SnapshotError {
     #[error("{0}")]
     InvalidImport(String),
     /// A ZIP entry whose path leaves the archive (`..`, an absolute path).
-    #[error("The ZIP entry \"{0}\" has an unsafe path (absolute or with \"..\"); nothing was imported.")]
+    #[error(
+        "The ZIP entry \"{0}\" has an unsafe path (absolute or with \"..\"); nothing was imported."
+    )]
     UnsafePath(String),
     /// The data would be larger than `IMPORT_MAX_UNCOMPRESSED_BYTES` once uncompressed.
     #[error("The import is larger than {limit} bytes once uncompressed (TICKETHUB_IMPORT_MAX_UNCOMPRESSED_BYTES); nothing was imported.")]
@@ -118,7 +120,9 @@ impl From<zip::result::ZipError> for SnapshotError {
     fn from(e: zip::result::ZipError) -> Self {
         match e {
             zip::result::ZipError::Io(e) => SnapshotError::Io(e.to_string()),
-            other => SnapshotError::InvalidImport(format!("The file is not a readable ZIP: {other}")),
+            other => {
+                SnapshotError::InvalidImport(format!("The file is not a readable ZIP: {other}"))
+            }
         }
     }
 }

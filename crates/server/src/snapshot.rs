@@ -12,8 +12,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tickethub_blobs::BlobDir;
 use tickethub_runtime::snapshot::{
-    apply_import, plan_import, write_export, ImportFormat, ImportMode, ImportSource,
-    IncludeStorage,
+    apply_import, plan_import, write_export, ImportFormat, ImportMode, ImportSource, IncludeStorage,
 };
 use tickethub_runtime::Runtime;
 use tickethub_store::{DataDirLock, Schema, Store, StoreOptions};
@@ -86,10 +85,13 @@ fn open(
         anyhow::bail!("{} holds no tickethub database", data_dir.display());
     }
     let lock = DataDirLock::acquire(data_dir).map_err(|e| {
-        anyhow::anyhow!("{e} (stop the server first, or use `npx convex export` / `import` against it)")
+        anyhow::anyhow!(
+            "{e} (stop the server first, or use `npx convex export` / `import` against it)"
+        )
     })?;
-    let store = Store::open(data_dir, schema, StoreOptions::default())
-        .map_err(|e| anyhow::anyhow!("could not open the database in {}: {e}", data_dir.display()))?;
+    let store = Store::open(data_dir, schema, StoreOptions::default()).map_err(|e| {
+        anyhow::anyhow!("could not open the database in {}: {e}", data_dir.display())
+    })?;
     Ok((lock, store))
 }
 
@@ -159,8 +161,9 @@ pub fn export(args: ExportArgs, default_schema: &str) -> anyhow::Result<()> {
 
 pub fn import(args: ImportArgs, default_schema: &str) -> anyhow::Result<()> {
     let format = match &args.format {
-        Some(name) => ImportFormat::parse(name)
-            .ok_or_else(|| anyhow::anyhow!("unknown format {name:?}: use zip, jsonLines, jsonArray or csv"))?,
+        Some(name) => ImportFormat::parse(name).ok_or_else(|| {
+            anyhow::anyhow!("unknown format {name:?}: use zip, jsonLines, jsonArray or csv")
+        })?,
         None => ImportFormat::from_extension(&args.path).ok_or_else(|| {
             anyhow::anyhow!(
                 "cannot tell the format of {} from its extension; pass --format",
@@ -178,6 +181,11 @@ pub fn import(args: ImportArgs, default_schema: &str) -> anyhow::Result<()> {
         ImportMode::RequireEmpty
     };
     let source = ImportSource {
+        display_name: args
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "the file".into()),
         path: args.path.clone(),
         format,
         table: args.table.clone(),
@@ -193,7 +201,10 @@ pub fn import(args: ImportArgs, default_schema: &str) -> anyhow::Result<()> {
     let plan = plan.map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("{}", plan.message_to_confirm());
     if plan.rows_deleted() > 0 && !args.yes {
-        print!("This deletes {} documents. Perform import? [y/N] ", plan.rows_deleted());
+        print!(
+            "This deletes {} documents. Perform import? [y/N] ",
+            plan.rows_deleted()
+        );
         std::io::stdout().flush()?;
         let mut answer = String::new();
         std::io::stdin().lock().read_line(&mut answer)?;

@@ -60,9 +60,9 @@ impl ReadSet {
     pub fn overlaps(&self, writes: &WriteSet) -> bool {
         writes.everything
             || writes
-            .keys
-            .iter()
-            .any(|w| self.ranges.iter().any(|r| r.contains(w.index, &w.key)))
+                .keys
+                .iter()
+                .any(|w| self.ranges.iter().any(|r| r.contains(w.index, &w.key)))
     }
 }
 

@@ -214,7 +214,10 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
 }
 
 /// Point read by primary key, without recording or counting (writes use it to find the old row).
-pub(crate) fn load(conn: &Connection, id: &DocumentId) -> Result<Option<(f64, Vec<u8>)>, StoreError> {
+pub(crate) fn load(
+    conn: &Connection,
+    id: &DocumentId,
+) -> Result<Option<(f64, Vec<u8>)>, StoreError> {
     let mut stmt =
         conn.prepare_cached("SELECT creation_time, body FROM documents WHERE id = ?1")?;
     Ok(stmt
@@ -689,7 +692,11 @@ impl<'a> WriteTxn<'a> {
     }
 
     /// Limits, schema, and the write caps; returns the encoded body.
-    pub(crate) fn check_write(&mut self, info: &TableInfo, fields: &Object) -> Result<Vec<u8>, StoreError> {
+    pub(crate) fn check_write(
+        &mut self,
+        info: &TableInfo,
+        fields: &Object,
+    ) -> Result<Vec<u8>, StoreError> {
         check_document(fields)?;
         if info.def.validate {
             Validator::check_object(fields, &info.def.fields, self.catalog).map_err(|reason| {
@@ -735,7 +742,12 @@ impl<'a> WriteTxn<'a> {
         Ok(())
     }
 
-    pub(crate) fn insert_entry(&self, index: u32, key: &[u8], id: &DocumentId) -> Result<(), StoreError> {
+    pub(crate) fn insert_entry(
+        &self,
+        index: u32,
+        key: &[u8],
+        id: &DocumentId,
+    ) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
                 "INSERT INTO index_entries (index_id, key, doc_id) VALUES (?1, ?2, ?3)",

@@ -31,7 +31,9 @@ fn open(dir: &std::path::Path) -> Store {
 }
 
 fn user(name: &str) -> Object {
-    [("name".to_string(), Value::from(name))].into_iter().collect()
+    [("name".to_string(), Value::from(name))]
+        .into_iter()
+        .collect()
 }
 
 fn names(store: &Store) -> Vec<String> {
@@ -78,9 +80,7 @@ fn imported_ids_and_creation_times_are_kept_and_indexed() {
     assert_eq!(snapshot.collect(&by_name, None).unwrap()[0].id, id);
     drop(snapshot);
     // A later ordinary insert still gets a creation time after the imported ones.
-    let (later, _) = store
-        .mutate(|tx| tx.insert("users", user("cy")))
-        .unwrap();
+    let (later, _) = store.mutate(|tx| tx.insert("users", user("cy"))).unwrap();
     let later = store.read().unwrap().get(later).unwrap().unwrap();
     assert!(later.creation_time > 1_700_000_000_000.5);
 }
@@ -101,7 +101,10 @@ fn duplicate_and_foreign_ids_are_refused_and_nothing_lands() {
         })
         .unwrap_err();
     assert_eq!(err.code(), "DuplicateId", "{err}");
-    assert!(names(&store).is_empty(), "the first row was rolled back too");
+    assert!(
+        names(&store).is_empty(),
+        "the first row was rolled back too"
+    );
 
     let foreign = DocumentId::new_random(events, 1_700_000_000_000);
     let err = store
@@ -141,7 +144,12 @@ fn a_bulk_transaction_has_no_write_caps_and_clears_tables() {
     let err = store
         .mutate(|tx| {
             for i in 0..16_001 {
-                tx.insert("events", [("title".to_string(), Value::from(format!("{i}")))].into_iter().collect())?;
+                tx.insert(
+                    "events",
+                    [("title".to_string(), Value::from(format!("{i}")))]
+                        .into_iter()
+                        .collect(),
+                )?;
             }
             Ok::<_, StoreError>(())
         })
@@ -157,7 +165,11 @@ fn a_bulk_transaction_has_no_write_caps_and_clears_tables() {
     assert_eq!(removed, 20_000);
     assert!(info.writes.everything);
     let snapshot = store.read().unwrap();
-    assert_eq!(snapshot.count("users").unwrap(), 0, "index entries are gone too");
+    assert_eq!(
+        snapshot.count("users").unwrap(),
+        0,
+        "index entries are gone too"
+    );
 }
 
 #[test]

@@ -146,9 +146,9 @@ fn write_snapshot<W: Write + Seek>(
         let stored = options.compression_method(zip::CompressionMethod::Stored);
         snapshot.for_each_document(STORAGE_TABLE, &mut |doc: Document| {
             let sha = sha_of(&doc)?;
-            let mut file = blobs.open_blob(&sha)?.ok_or_else(|| {
-                SnapshotError::Io(format!("the blob of {} is missing", doc.id))
-            })?;
+            let mut file = blobs
+                .open_blob(&sha)?
+                .ok_or_else(|| SnapshotError::Io(format!("the blob of {} is missing", doc.id)))?;
             let size = file.metadata()?.len();
             let options = stored.large_file(size >= u64::from(u32::MAX));
             zip.start_file(format!("_storage/{}", doc.id.encode()), options)?;

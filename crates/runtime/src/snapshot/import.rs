@@ -113,6 +113,9 @@ pub struct ImportSource {
     pub mode: ImportMode,
     /// Most bytes the data may have uncompressed (`IMPORT_MAX_UNCOMPRESSED_BYTES`).
     pub max_uncompressed_bytes: u64,
+    /// How messages name a single file ("users.jsonl line 3"): its own name offline, the table's
+    /// on the server (which never learns the client's file name).
+    pub display_name: String,
 }
 
 /// One table an import writes.
@@ -352,11 +355,7 @@ fn read_rows(
             if size > limit {
                 return Err(SnapshotError::TooLarge { limit });
             }
-            let name = source
-                .path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "the file".into());
+            let name = source.display_name.clone();
             let reader = BufReader::new(file.take(limit));
             match single {
                 ImportFormat::JsonLines => {
@@ -482,11 +481,14 @@ impl std::error::Error for TooLargeMarker {}
 
 /// An I/O error from a [`Capped`] reader is the size limit; others stay I/O errors.
 fn io_error(e: std::io::Error) -> SnapshotError {
-    match e.get_ref().and_then(|inner| inner.downcast_ref::<TooLargeMarker>()) {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<TooLargeMarker>())
+    {
         Some(marker) => SnapshotError::TooLarge { limit: marker.0 },
-        None if e.kind() == std::io::ErrorKind::InvalidData => {
-            SnapshotError::InvalidImport(format!("The file is not valid UTF-8 text or ZIP data: {e}"))
-        }
+        None if e.kind() == std::io::ErrorKind::InvalidData => SnapshotError::InvalidImport(
+            format!("The file is not valid UTF-8 text or ZIP data: {e}"),
+        ),
         None => SnapshotError::Io(e.to_string()),
     }
 }
@@ -650,7 +652,10 @@ fn publish_blobs(source: &ImportSource, blobs: &BlobDir) -> Result<(), SnapshotE
 fn read_jsonl_raw(
     reader: impl BufRead,
     name: &str,
-    visit: &mut dyn FnMut(serde_json::Map<String, serde_json::Value>, String) -> Result<(), SnapshotError>,
+    visit: &mut dyn FnMut(
+        serde_json::Map<String, serde_json::Value>,
+        String,
+    ) -> Result<(), SnapshotError>,
 ) -> Result<(), SnapshotError> {
     for (i, line) in reader.lines().enumerate() {
         let line = line.map_err(io_error)?;
@@ -782,7 +787,9 @@ fn to_row(
     };
     let creation_time = match map.remove("_creationTime") {
         // Kept only when it is a float64, as Convex does; an integer gets a new one.
-        Some(serde_json::Value::Number(n)) if !n.is_i64() && !n.is_u64() || decoding == Decoding::Infer => {
+        Some(serde_json::Value::Number(n))
+            if !n.is_i64() && !n.is_u64() || decoding == Decoding::Infer =>
+        {
             n.as_f64()
         }
         _ => None,
@@ -811,10 +818,19 @@ mod tests {
 
     #[test]
     fn formats_and_modes_parse_the_cli_names() {
-        assert_eq!(ImportFormat::parse("jsonLines"), Some(ImportFormat::JsonLines));
-        assert_eq!(ImportFormat::parse("jsonArray"), Some(ImportFormat::JsonArray));
+        assert_eq!(
+            ImportFormat::parse("jsonLines"),
+            Some(ImportFormat::JsonLines)
+        );
+        assert_eq!(
+            ImportFormat::parse("jsonArray"),
+            Some(ImportFormat::JsonArray)
+        );
         assert_eq!(ImportFormat::parse("xml"), None);
-        assert_eq!(ImportMode::parse("replaceAll"), Some(ImportMode::ReplaceAll));
+        assert_eq!(
+            ImportMode::parse("replaceAll"),
+            Some(ImportMode::ReplaceAll)
+        );
         assert_eq!(ImportMode::parse("ReplaceAll"), None);
     }
 

@@ -175,13 +175,19 @@ impl SnapshotService {
         let dir = self
             .dir
             .as_ref()
-            .ok_or_else(|| SnapshotError::Io("this server has no data directory for snapshots".into()))?
+            .ok_or_else(|| {
+                SnapshotError::Io("this server has no data directory for snapshots".into())
+            })?
             .join(sub);
         fs::create_dir_all(&dir)?;
         Ok(dir)
     }
 
-    async fn insert_row(&self, table: &'static str, row: Value) -> Result<DocumentId, SnapshotError> {
+    async fn insert_row(
+        &self,
+        table: &'static str,
+        row: Value,
+    ) -> Result<DocumentId, SnapshotError> {
         let Value::Object(fields) = row else {
             unreachable!("rows are objects")
         };
@@ -248,7 +254,10 @@ impl SnapshotService {
                     ("state", "completed".into()),
                     ("start_ts", Value::Int64(ts as i64)),
                     ("complete_ts", Value::Int64(now_ns())),
-                    ("expiration_ts", Value::Int64(now_ns() + EXPORT_RETENTION_NS)),
+                    (
+                        "expiration_ts",
+                        Value::Int64(now_ns() + EXPORT_RETENTION_NS),
+                    ),
                     ("zip_object_key", format!("snapshot_{ts}.zip").into()),
                     (
                         "format",
@@ -320,8 +329,9 @@ impl SnapshotService {
             Ok(ts) => ts,
             Err(_) => {
                 let snapshot = self.rt.store().read()?;
-                let id = tickethub_store::DocReader::decode_id(&snapshot, EXPORTS_TABLE, snapshot_id)
-                    .map_err(|_| SnapshotError::NotFound(snapshot_id.to_string()))?;
+                let id =
+                    tickethub_store::DocReader::decode_id(&snapshot, EXPORTS_TABLE, snapshot_id)
+                        .map_err(|_| SnapshotError::NotFound(snapshot_id.to_string()))?;
                 let doc = tickethub_store::DocReader::get(&snapshot, id)?
                     .ok_or_else(|| SnapshotError::NotFound(snapshot_id.to_string()))?;
                 if doc.fields.get("state").and_then(|v| v.as_str()) != Some("completed") {
@@ -336,7 +346,8 @@ impl SnapshotService {
             }
         };
         let path = self.dir("exports")?.join(format!("snapshot_{ts}.zip"));
-        let file = File::open(&path).map_err(|_| SnapshotError::NotFound(snapshot_id.to_string()))?;
+        let file =
+            File::open(&path).map_err(|_| SnapshotError::NotFound(snapshot_id.to_string()))?;
         let size = file.metadata()?.len();
         Ok(ExportFile { file, size, ts })
     }
@@ -348,7 +359,9 @@ impl SnapshotService {
         let token = random_token();
         let dir = self.dir("uploads")?.join(&token);
         fs::create_dir_all(&dir)?;
-        self.uploads.lock().insert(token.clone(), Upload { dir, bytes: 0 });
+        self.uploads
+            .lock()
+            .insert(token.clone(), Upload { dir, bytes: 0 });
         Ok(token)
     }
 
@@ -426,7 +439,9 @@ impl SnapshotService {
             let mut out = File::create(&target)?;
             for part in parts {
                 let mut file = File::open(&part).map_err(|_| {
-                    SnapshotError::BadUpload("A part listed in partTokens was never uploaded.".into())
+                    SnapshotError::BadUpload(
+                        "A part listed in partTokens was never uploaded.".into(),
+                    )
                 })?;
                 std::io::copy(&mut file, &mut out)?;
             }
@@ -453,7 +468,12 @@ impl SnapshotService {
                 ]),
             )
             .await?;
+        let display_name = match &table {
+            Some(t) => format!("{t}.{}", format.row_name()),
+            None => "snapshot.zip".to_string(),
+        };
         let source = ImportSource {
+            display_name,
             path: joined,
             format,
             table,
@@ -565,7 +585,10 @@ impl SnapshotService {
                 Ok(outcome) => obj([
                     ("state", "completed".into()),
                     ("timestamp", Value::Int64(outcome.ts.0 as i64)),
-                    ("num_rows_written", Value::Int64(outcome.rows_written as i64)),
+                    (
+                        "num_rows_written",
+                        Value::Int64(outcome.rows_written as i64),
+                    ),
                 ]),
                 Err(e) => obj([
                     ("state", "failed".into()),
