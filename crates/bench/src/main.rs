@@ -1,4 +1,4 @@
-//! The benchmark command: `cargo run --release -p bench -- --quick|--full|--soak|--load-check|--fanout|--idle-cost|--files|--backup`,
+//! The benchmark command: `cargo run --release -p bench -- --quick|--full|--soak|--load-check|--fanout|--idle-cost|--files|--backup|--export-import`,
 //! and `prepare-users --dir D --count N` (a data dir with N users, for `tickethub serve`).
 //!
 //! Module map:
@@ -18,11 +18,14 @@
 //!   same disk's raw copy speed.
 //! - [`backup`]: `--backup`, `tickethub backup` of a ~1 GB database while serving durable creates:
 //!   creates/s during the backup against before and after it, in the same run.
+//! - [`exim`]: `--export-import`, snapshot export and import of 1M users: documents/s and the
+//!   server's peak RSS during each.
 //! - [`report`]: JSON and Markdown results; [`plot`]: the PNG.
 //!
 //! Everything runs on loopback; results go to `bench/results/`.
 
 mod backup;
+mod exim;
 mod fanout;
 mod files;
 mod hello;
@@ -51,7 +54,7 @@ use clap::{ArgGroup, Parser, Subcommand};
 #[command(
     name = "bench",
     about = "Benchmark tickethub against PocketBase, a bare hyper server and raw SQLite",
-    group(ArgGroup::new("mode").args(["quick", "full", "soak", "load_check", "fanout", "idle_cost", "files", "backup"]))
+    group(ArgGroup::new("mode").args(["quick", "full", "soak", "load_check", "fanout", "idle_cost", "files", "backup", "export_import"]))
 )]
 struct Cli {
     /// A smoke pass of a few seconds per system.
@@ -84,6 +87,12 @@ struct Cli {
     /// Online backup of a ~1 GB database while serving durable creates: creates/s during it.
     #[arg(long)]
     backup: bool,
+    /// Snapshot export and import of `--users` users: documents/s and the server's peak RSS.
+    #[arg(long)]
+    export_import: bool,
+    /// Users for `--export-import`.
+    #[arg(long, default_value_t = 1_000_000)]
+    users: u64,
     /// Subscribers (and idle connections) for `--fanout`.
     #[arg(long, default_value_t = 1000)]
     subscribers: usize,
@@ -166,6 +175,7 @@ enum Mode {
     IdleCost,
     Files,
     Backup,
+    ExportImport,
 }
 
 fn main() -> Result<()> {
@@ -208,6 +218,8 @@ fn main() -> Result<()> {
         Mode::Files
     } else if cli.backup {
         Mode::Backup
+    } else if cli.export_import {
+        Mode::ExportImport
     } else {
         Mode::Quick
     };
@@ -386,6 +398,20 @@ async fn run(
                 serde_json::to_string_pretty(&report)? + "\n",
             )?;
             std::fs::write(results.join("backup.md"), report.markdown())?;
+            println!("{}", report.markdown());
+        }
+        Mode::ExportImport => {
+            let bin = servers::tickethub_binary()?;
+            let (users, work) = (cli.users, work.clone());
+            let report =
+                tokio::task::spawn_blocking(move || exim::run(&bin, &work, users, command))
+                    .await??;
+            std::fs::create_dir_all(&results)?;
+            std::fs::write(
+                results.join("export-import.json"),
+                serde_json::to_string_pretty(&report)? + "\n",
+            )?;
+            std::fs::write(results.join("export-import.md"), report.markdown())?;
             println!("{}", report.markdown());
         }
         Mode::LoadCheck => {

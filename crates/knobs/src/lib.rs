@@ -288,6 +288,28 @@ knob!(
     CLI_LOG_POLL_TIMEOUT: Duration(ms) = 60_000, min 100, max 600_000
 );
 
+// ---------------------------------------------------------------------------------------------
+// Snapshot import (`npx convex import`, `tickethub import`)
+
+knob!(
+    /// Most bytes a snapshot import may hold once uncompressed may hold once uncompressed (the sum over a ZIP's entries, or
+    /// a single JSONL / JSON / CSV file). Refused before anything is written, so a ZIP bomb cannot
+    /// fill the disk or the memory. 8 GiB: well above a million-document deployment.
+    IMPORT_MAX_UNCOMPRESSED_BYTES: u64 = 8u64 << 30, min 1024, max 1u64 << 42
+);
+
+knob!(
+    /// Most bytes an import upload may have in total (all its parts). Parts stream to a file in
+    /// the data dir, so this bounds disk use. 4 GiB.
+    IMPORT_MAX_UPLOAD_BYTES: u64 = 4u64 << 30, min 1024, max 1u64 << 42
+);
+
+knob!(
+    /// Most bytes one upload part may have. The CLI sends 5 MiB parts (`CONVEX_IMPORT_CHUNK_SIZE`
+    /// changes it); a part is held in memory while it is written, so this bounds that. 64 MiB.
+    IMPORT_MAX_PART_BYTES: usize = 64 << 20, min 1024, max 1 << 30
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -99,6 +99,28 @@ pub enum ErrorCode {
     EnvironmentVariableValueTooLarge,
     /// `npx convex env set`: more than 100 variables.
     EnvVarLimitMet,
+    /// Export: an export is already being written.
+    ExportInProgress,
+    /// Export: no export has this id (or its ZIP is gone).
+    ExportNotFound,
+    /// Export: the export is not complete yet.
+    ExportNotComplete,
+    /// Import: a malformed file, ZIP or row (the message names the file and line).
+    InvalidImport,
+    /// Import: a ZIP entry with an absolute path or `..`.
+    UnsafeZipPath,
+    /// Import: larger than `IMPORT_MAX_UNCOMPRESSED_BYTES` once uncompressed (a ZIP bomb).
+    ImportTooLarge,
+    /// Import: a table the schema does not have.
+    ImportTableNotFound,
+    /// Import: into a non-empty table without `--replace` / `--append`.
+    ImportTableNotEmpty,
+    /// Import: no import has this id (400, not 404: the CLI retries 404s for a minute).
+    ImportNotFound,
+    /// Import: the import is not in a state that allows the request.
+    ImportWrongState,
+    /// Import: an unknown upload token, a bad part number, or an upload over the size limit.
+    BadImportUpload,
 }
 
 impl ErrorCode {
@@ -145,6 +167,17 @@ impl ErrorCode {
             ErrorCode::EnvironmentVariableNameTooLong => "EnvironmentVariableNameTooLong",
             ErrorCode::EnvironmentVariableValueTooLarge => "EnvironmentVariableValueTooLarge",
             ErrorCode::EnvVarLimitMet => "EnvVarLimitMet",
+            ErrorCode::ExportInProgress => "ExportInProgress",
+            ErrorCode::ExportNotFound => "ExportNotFound",
+            ErrorCode::ExportNotComplete => "ExportNotComplete",
+            ErrorCode::InvalidImport => "InvalidImport",
+            ErrorCode::UnsafeZipPath => "UnsafeZipPath",
+            ErrorCode::ImportTooLarge => "ImportTooLarge",
+            ErrorCode::ImportTableNotFound => "ImportTableNotFound",
+            ErrorCode::ImportTableNotEmpty => "ImportTableNotEmpty",
+            ErrorCode::ImportNotFound => "ImportNotFound",
+            ErrorCode::ImportWrongState => "ImportWrongState",
+            ErrorCode::BadImportUpload => "BadImportUpload",
         }
     }
 
@@ -201,6 +234,17 @@ impl ErrorCode {
             | ErrorCode::EnvironmentVariableNameTooLong
             | ErrorCode::EnvironmentVariableValueTooLarge
             | ErrorCode::EnvVarLimitMet => StatusCode::BAD_REQUEST,
+            ErrorCode::ExportNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::ExportInProgress
+            | ErrorCode::ExportNotComplete
+            | ErrorCode::InvalidImport
+            | ErrorCode::UnsafeZipPath
+            | ErrorCode::ImportTableNotFound
+            | ErrorCode::ImportTableNotEmpty
+            | ErrorCode::ImportNotFound
+            | ErrorCode::ImportWrongState
+            | ErrorCode::BadImportUpload => StatusCode::BAD_REQUEST,
+            ErrorCode::ImportTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 }

@@ -17,6 +17,8 @@
 //!   log), environment variables, and a fast 400 `NotSupported` for what tickethub does not do.
 //! - [`storage`]: file storage over HTTP: `POST /api/storage/upload?token=…` (streamed to disk)
 //!   and `GET /api/storage/<uuid>` (streamed from disk, with `Range`).
+//! - [`snapshot`]: `npx convex export` / `import`: export request and download, import uploads in
+//!   parts, perform and cancel (admin only).
 //! - [`response_body`]: [`ResponseBody`], buffered or streamed.
 //! - [`error`]: [`ApiError`] / [`ErrorCode`] and their statuses.
 //! - [`state`]: [`AppState`], [`RouterConfig`].
@@ -36,6 +38,7 @@ pub mod error;
 pub mod http_action;
 pub mod response_body;
 pub mod serve;
+pub mod snapshot;
 pub mod state;
 pub mod storage;
 mod sync_endpoint;
@@ -96,6 +99,10 @@ async fn route_api_port(
             storage::handle(state, request).await
         } else if let Some(endpoint) = cli::endpoint(path) {
             cli::handle(state, request, endpoint).await
+        } else if snapshot::is_snapshot_path(path) {
+            snapshot::handle(state, request)
+                .await
+                .unwrap_or_else(ApiError::into_response)
         } else {
             api::handle(state, request)
                 .await

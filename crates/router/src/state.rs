@@ -91,6 +91,8 @@ pub struct AppState {
     pub sync: Arc<SyncHub>,
     /// The cap on open connections, shared by both listeners.
     pub connections: ConnectionLimit,
+    /// Snapshot export and import (`npx convex export` / `import`).
+    pub snapshots: Arc<tickethub_runtime::snapshot::SnapshotService>,
     /// The dashboard's cached table counts.
     pub(crate) dashboard_counts: crate::dashboard::CountCache,
 }
@@ -108,7 +110,9 @@ impl AppState {
         );
         let connections = ConnectionLimit::new(config.max_connections);
         register_gauges(&runtime, &connections, &sync);
+        let snapshots = tickethub_runtime::snapshot::SnapshotService::new(runtime.clone());
         Arc::new(AppState {
+            snapshots,
             runtime,
             authenticator,
             config,

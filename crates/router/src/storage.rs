@@ -96,7 +96,7 @@ fn storage_error(e: StorageError) -> ApiError {
     ApiError::new(code, e.to_string())
 }
 
-fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+pub(crate) fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
     query?
         .split('&')
         .filter_map(|pair| pair.split_once('='))
@@ -338,7 +338,7 @@ async fn serve(
 
 /// Read `length` bytes from `start` on a blocking thread, a chunk at a time, into a bounded
 /// channel. The reader stops when the connection drops the receiver.
-fn stream_file(
+pub(crate) fn stream_file(
     mut file: std::fs::File,
     start: u64,
     length: u64,

@@ -240,6 +240,7 @@ impl Runtime {
         tables.push(crate::test_clock::system_table());
         tables.extend(crate::storage::system_tables());
         tables.push(crate::env_vars::system_table());
+        tables.extend(crate::snapshot::service::system_tables());
         tables
     }
 
@@ -283,6 +284,7 @@ impl Runtime {
         crate::storage::register_system_functions(&mut system);
         crate::env_vars::register_system_functions(&mut system);
         crate::cli::register_system_functions(&mut system);
+        crate::snapshot::service::register_system_functions(&mut system);
         // The app cannot register `_system/` paths (App refuses them), so nothing is shadowed.
         let functions = app
             .functions

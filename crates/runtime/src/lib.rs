@@ -14,6 +14,8 @@
 //! - [`env_vars`]: deployment environment variables (`_environment_variables`), read by
 //!   `ctx.env` before the process environment; `npx convex env`.
 //! - [`cli`]: the `_system/cli/*` queries the Convex CLI subscribes to (`data`, `function-spec`).
+//! - [`snapshot`]: snapshot export and import in Convex's ZIP format (`npx convex export` /
+//!   `import`, `tickethub export` / `import`), and the `_exports` / `_snapshot_imports` tables.
 //! - [`test_clock`]: the test clock's offset, persisted so test time survives a restart.
 
 pub mod admin;
@@ -27,6 +29,7 @@ pub mod observe;
 pub mod registry;
 mod request_id;
 pub mod scheduler;
+pub mod snapshot;
 pub mod storage;
 pub mod test_clock;
 mod writer;

@@ -63,7 +63,7 @@ const UPLOAD_QUEUE_CHUNKS: usize = 2;
 const UPLOAD_CHUNK_BYTES: usize = 256 * 1024;
 /// The secret that signs upload tokens, inside the storage directory.
 const KEY_FILE: &str = "upload_url.key";
-const BLOBS_DIR: &str = "blobs";
+pub(crate) const BLOBS_DIR: &str = "blobs";
 
 /// Where file storage lives and how it is reached.
 #[derive(Clone, Debug)]
@@ -316,6 +316,11 @@ fn collect_orphans(blobs: &BlobDir, store: &Store) -> Result<(), StorageError> {
 }
 
 impl StorageState {
+    /// The blob directory (snapshot export reads it, import publishes into it).
+    pub(crate) fn blob_dir(&self) -> &BlobDir {
+        &self.blobs
+    }
+
     fn pin(&self, sha: Sha256) {
         *self.pins.lock().entry(sha).or_insert(0) += 1;
     }
@@ -432,7 +437,7 @@ fn token_message(expires_ms: u64, nonce: &str) -> String {
 }
 
 /// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, lowercase.
-fn format_uuid(bytes: &[u8; 16]) -> String {
+pub(crate) fn format_uuid(bytes: &[u8; 16]) -> String {
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!(
         "{}-{}-{}-{}-{}",

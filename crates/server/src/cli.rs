@@ -30,6 +30,11 @@ pub enum Command {
     Backup(crate::backup::BackupArgs),
     /// Put a backup into a data directory no server is using.
     Restore(crate::backup::RestoreArgs),
+    /// Write a snapshot ZIP (Convex's format) of a stopped server's data dir.
+    Export(crate::snapshot::ExportArgs),
+    /// Import a snapshot ZIP, or a JSONL / JSON / CSV file into one table, into a stopped
+    /// server's data dir.
+    Import(crate::snapshot::ImportArgs),
 }
 
 #[derive(Args, Debug, Clone)]

@@ -8,6 +8,7 @@
 //!   it down in order.
 //! - [`codegen`]: `tickethub codegen --out <dir>`: `_generated/` TypeScript from the registry.
 //! - [`backup`]: `tickethub backup` and `tickethub restore`.
+//! - [`snapshot`]: `tickethub export` / `tickethub import`, offline on a data dir, with progress bars.
 //! - [`auth_bridge`]: the router's `Authenticator` over the auth crate (Clerk JWTs, admin key).
 //!
 //! Start-up order matters: listeners are bound before the store is opened, so a port in use fails
@@ -19,6 +20,7 @@ pub mod backup;
 pub mod cli;
 pub mod codegen;
 pub mod server;
+pub mod snapshot;
 
 pub use cli::{Cli, Command, ServeArgs};
 pub use server::{AdminKeySource, Server, ServerOptions};
@@ -45,6 +47,8 @@ pub fn main_with(app: App, default_schema_toml: &'static str) -> anyhow::Result<
         // Neither needs the app or an async runtime: they work on files.
         Some(Command::Backup(args)) => return backup::run_backup(args),
         Some(Command::Restore(args)) => return backup::run_restore(args),
+        Some(Command::Export(args)) => return snapshot::export(args, default_schema_toml),
+        Some(Command::Import(args)) => return snapshot::import(args, default_schema_toml),
         None => ServeArgs::parse_from(["serve"]),
     };
     let options = args.into_options(default_schema_toml)?;

@@ -12,6 +12,7 @@
 //! - [`log`]: the commit log: which index key ranges each commit touched, for live queries.
 //! - [`datafile`]: checking a database file before it is opened (damaged, foreign, newer format).
 //! - [`backup`]: online backup of a live database through SQLite's backup API.
+//! - [`bulk`]: bulk transactions for snapshot import/export (ids kept, tables cleared, streaming).
 //! - `catalog` (private): table numbers and index ids joined with the schema; immutable after open.
 //! - `codec` (private): the compact binary encoding of document bodies on disk.
 //!
@@ -21,6 +22,7 @@
 //! their `done` callbacks told. Readers use a pool of WAL connections, each read in one transaction.
 
 pub mod backup;
+pub mod bulk;
 mod catalog;
 mod codec;
 mod connection;
@@ -38,6 +40,7 @@ mod writer;
 pub use backup::{
     integrity_problems, BackupError, BackupPace, BackupProgress, BackupSnapshot, BackupSummary,
 };
+pub use bulk::{BulkError, TableEntry};
 pub use datafile::{
     check_database_file, DataFileError, DataFileState, APPLICATION_ID, FORMAT_VERSION,
 };

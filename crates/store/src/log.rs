@@ -43,11 +43,14 @@ pub struct WrittenKey {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WriteSet {
     pub keys: Vec<WrittenKey>,
+    /// A bulk commit (an import, a table cleared): it lists no keys, and every read of any
+    /// table may have changed. Live queries re-run everything.
+    pub everything: bool,
 }
 
 impl WriteSet {
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.keys.is_empty() && !self.everything
     }
 }
 
@@ -55,10 +58,11 @@ impl ReadSet {
     /// True when some written key falls inside some read range of the same index: the reader
     /// might see a different result now.
     pub fn overlaps(&self, writes: &WriteSet) -> bool {
-        writes
-            .keys
-            .iter()
-            .any(|w| self.ranges.iter().any(|r| r.contains(w.index, &w.key)))
+        writes.everything
+            || writes
+                .keys
+                .iter()
+                .any(|w| self.ranges.iter().any(|r| r.contains(w.index, &w.key)))
     }
 }
 
@@ -160,6 +164,7 @@ mod tests {
                 index,
                 key: key.to_vec(),
             }],
+            everything: false,
         }
     }
 

@@ -214,7 +214,10 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
 }
 
 /// Point read by primary key, without recording or counting (writes use it to find the old row).
-fn load(conn: &Connection, id: &DocumentId) -> Result<Option<(f64, Vec<u8>)>, StoreError> {
+pub(crate) fn load(
+    conn: &Connection,
+    id: &DocumentId,
+) -> Result<Option<(f64, Vec<u8>)>, StoreError> {
     let mut stmt =
         conn.prepare_cached("SELECT creation_time, body FROM documents WHERE id = ?1")?;
     Ok(stmt
@@ -375,7 +378,7 @@ fn scan_impl(
 pub struct ReadTxn {
     conn: Option<Connection>,
     pool: Arc<ReaderPool>,
-    catalog: Arc<Catalog>,
+    pub(crate) catalog: Arc<Catalog>,
     ts: Timestamp,
     tracker: ReadTracker,
 }
@@ -405,7 +408,7 @@ impl ReadTxn {
             }
         }
     }
-    fn conn(&self) -> &Connection {
+    pub(crate) fn conn(&self) -> &Connection {
         self.conn.as_ref().expect("connection present until drop")
     }
 
@@ -522,14 +525,17 @@ impl DocReader for ReadTxn {
 
 /// The writer's transaction, handed to a job on the writer thread.
 pub struct WriteTxn<'a> {
-    conn: &'a Connection,
-    catalog: &'a Catalog,
-    clock: &'a mut CreationClock,
+    pub(crate) conn: &'a Connection,
+    pub(crate) catalog: &'a Catalog,
+    pub(crate) clock: &'a mut CreationClock,
     ts: Timestamp,
     tracker: ReadTracker,
-    writes: WriteSet,
+    pub(crate) writes: WriteSet,
     docs_written: usize,
     bytes_written: usize,
+    /// A bulk transaction (see [`WriteTxn::start_bulk`]): no write caps, and instead of its
+    /// written keys it reports "everything may have changed".
+    pub(crate) bulk: bool,
 }
 
 impl<'a> WriteTxn<'a> {
@@ -548,6 +554,7 @@ impl<'a> WriteTxn<'a> {
             writes: WriteSet::default(),
             docs_written: 0,
             bytes_written: 0,
+            bulk: false,
         }
     }
 
@@ -585,10 +592,7 @@ impl<'a> WriteTxn<'a> {
             if index.kind == IndexKind::Entries {
                 self.insert_entry(index.id, &key, &id)?;
             }
-            self.writes.keys.push(WrittenKey {
-                index: index.id,
-                key,
-            });
+            self.note_write(index.id, key);
         }
         Ok(id)
     }
@@ -638,10 +642,7 @@ impl<'a> WriteTxn<'a> {
             if index.kind == IndexKind::Entries {
                 self.delete_entry(index.id, &key)?;
             }
-            self.writes.keys.push(WrittenKey {
-                index: index.id,
-                key,
-            });
+            self.note_write(index.id, key);
         }
         Ok(())
     }
@@ -682,22 +683,20 @@ impl<'a> WriteTxn<'a> {
                     self.delete_entry(index.id, &old_key)?;
                     self.insert_entry(index.id, &new_key, &id)?;
                 }
-                self.writes.keys.push(WrittenKey {
-                    index: index.id,
-                    key: old_key,
-                });
+                self.note_write(index.id, old_key);
             }
             // Even an unchanged key is reported: the document stored under it changed.
-            self.writes.keys.push(WrittenKey {
-                index: index.id,
-                key: new_key,
-            });
+            self.note_write(index.id, new_key);
         }
         Ok(())
     }
 
     /// Limits, schema, and the write caps; returns the encoded body.
-    fn check_write(&mut self, info: &TableInfo, fields: &Object) -> Result<Vec<u8>, StoreError> {
+    pub(crate) fn check_write(
+        &mut self,
+        info: &TableInfo,
+        fields: &Object,
+    ) -> Result<Vec<u8>, StoreError> {
         check_document(fields)?;
         if info.def.validate {
             Validator::check_object(fields, &info.def.fields, self.catalog).map_err(|reason| {
@@ -712,7 +711,20 @@ impl<'a> WriteTxn<'a> {
         Ok(body)
     }
 
-    fn count_write(&mut self, bytes: usize) -> Result<(), StoreError> {
+    /// Record a written index key for live queries; a bulk transaction records none (its commit
+    /// says "everything", which keeps a million-row import from holding a million keys).
+    pub(crate) fn note_write(&mut self, index: u32, key: Vec<u8>) {
+        if self.bulk {
+            self.writes.everything = true;
+        } else {
+            self.writes.keys.push(WrittenKey { index, key });
+        }
+    }
+
+    pub(crate) fn count_write(&mut self, bytes: usize) -> Result<(), StoreError> {
+        if self.bulk {
+            return Ok(());
+        }
         if self.docs_written + 1 > caps::MAX_DOCS_WRITTEN {
             return Err(StoreError::TransactionLimit(format!(
                 "this transaction wrote more than {} documents; split the work across several mutations",
@@ -730,7 +742,12 @@ impl<'a> WriteTxn<'a> {
         Ok(())
     }
 
-    fn insert_entry(&self, index: u32, key: &[u8], id: &DocumentId) -> Result<(), StoreError> {
+    pub(crate) fn insert_entry(
+        &self,
+        index: u32,
+        key: &[u8],
+        id: &DocumentId,
+    ) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
                 "INSERT INTO index_entries (index_id, key, doc_id) VALUES (?1, ?2, ?3)",

@@ -261,6 +261,10 @@ impl Subscriptions {
 
     /// Mark every subscription a commit's writes touch; collect the sessions to wake.
     fn mark_touched(&self, writes: &WriteSet, woken: &mut HashSet<SessionId>) {
+        if writes.everything {
+            // A bulk commit (import) lists no keys: every subscription may have changed.
+            return self.mark_everything(woken);
+        }
         let mut mark = |token: &Token| {
             if let Some(entry) = self.sessions.get(&token.session) {
                 entry.signal.dirty.lock().queries.insert(token.query);
