@@ -94,10 +94,10 @@ impl SnapshotError {
     pub fn is_user_error(&self) -> bool {
         match self {
             SnapshotError::Store(e) => e.is_user_error(),
-            SnapshotError::RowRefused { source, .. } => match source {
-                BulkError::Store(e) => e.is_user_error(),
-                _ => true,
-            },
+            SnapshotError::RowRefused {
+                source: BulkError::Store(e),
+                ..
+            } => e.is_user_error(),
             SnapshotError::Io(_) => false,
             _ => true,
         }

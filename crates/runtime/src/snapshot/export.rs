@@ -118,7 +118,7 @@ fn write_snapshot<W: Write + Seek>(
             line.push(b'\n');
             zip.write_all(&line)?;
             state.documents_written += 1;
-            if state.documents_written % PROGRESS_EVERY == 0 {
+            if state.documents_written.is_multiple_of(PROGRESS_EVERY) {
                 progress(state);
             }
             Ok::<_, SnapshotError>(Visit::Continue)
@@ -184,7 +184,7 @@ fn likely_over_zip32(snapshot: &ReadTxn, table: &str) -> Result<bool, SnapshotEr
             Visit::Continue
         })
     })?;
-    let average = if sampled == 0 { 0 } else { bytes / sampled };
+    let average = bytes.checked_div(sampled).unwrap_or(0);
     // Four times the estimate against 4 GiB: documents vary in size.
     Ok(rows.saturating_mul(average).saturating_mul(4) >= u64::from(u32::MAX))
 }

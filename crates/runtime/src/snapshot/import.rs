@@ -312,7 +312,7 @@ pub fn apply_import(
                     source,
                 })?;
             written += 1;
-            if written % 4096 == 0 {
+            if written.is_multiple_of(4096) {
                 progress(written);
             }
             Ok(())
