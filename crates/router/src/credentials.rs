@@ -87,6 +87,19 @@ pub enum CredentialPolicy {
     Tolerate,
 }
 
+/// Refuse every caller but the admin: a bad credential with its own code, anything else with
+/// `AdminKeyRequired` and `message`.
+pub(crate) async fn require_admin(
+    headers: &HeaderMap,
+    authenticator: &dyn Authenticator,
+    message: &'static str,
+) -> Result<(), ApiError> {
+    match resolve_identity(headers, authenticator, CredentialPolicy::Reject).await? {
+        Identity::Admin => Ok(()),
+        _ => Err(ApiError::new(ErrorCode::AdminKeyRequired, message)),
+    }
+}
+
 /// Resolve the caller's identity from the request headers.
 pub async fn resolve_identity(
     headers: &HeaderMap,

@@ -17,10 +17,9 @@ use http::{header, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use tickethub_runtime::snapshot::{ImportFormat, ImportMode, IncludeStorage, SnapshotError};
-use tickethub_runtime::Identity;
 
 use crate::body::{parse_json, read_limited};
-use crate::credentials::{resolve_identity, CredentialPolicy};
+use crate::credentials::require_admin;
 use crate::error::{json_response, ApiError, ErrorCode};
 use crate::storage::{query_param, stream_file};
 use crate::{AppState, ResponseBody};
@@ -142,18 +141,12 @@ pub async fn handle(
             format!("Use {wanted} for {}.", uri.path()),
         ));
     }
-    let identity = resolve_identity(
+    require_admin(
         request.headers(),
         state.authenticator.as_ref(),
-        CredentialPolicy::Reject,
+        "Snapshot export and import need the admin key (Authorization: Convex <admin key>).",
     )
     .await?;
-    if identity != Identity::Admin {
-        return Err(ApiError::new(
-            ErrorCode::AdminKeyRequired,
-            "Snapshot export and import need the admin key (Authorization: Convex <admin key>).",
-        ));
-    }
     let service = state.snapshots.clone();
     let query = uri.query();
     let (parts, body) = request.into_parts();

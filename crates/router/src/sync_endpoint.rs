@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument as _;
 
-use crate::credentials::{resolve_identity, Authenticator, CredentialPolicy};
+use crate::credentials::{require_admin, Authenticator};
 use crate::error::{json_response, ApiError, ErrorCode};
 use crate::serve::ConnectionSlot;
 use crate::{AppState, ResponseBody};
@@ -133,18 +133,12 @@ pub(crate) async fn metrics(
     state: &Arc<AppState>,
     request: &Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let identity = resolve_identity(
+    require_admin(
         request.headers(),
         state.authenticator.as_ref(),
-        CredentialPolicy::Reject,
+        "Sync metrics need the admin key.",
     )
     .await?;
-    if identity != Identity::Admin {
-        return Err(ApiError::new(
-            ErrorCode::AdminKeyRequired,
-            "Sync metrics need the admin key.",
-        ));
-    }
     Ok(json_response(
         StatusCode::OK,
         metrics_json(&state.sync).to_string().into_bytes(),

@@ -62,11 +62,7 @@ impl WriteTxn<'_> {
         creation_time: Option<f64>,
         fields: Object,
     ) -> Result<DocumentId, BulkError> {
-        let info = self
-            .catalog
-            .table(table)
-            .ok_or_else(|| StoreError::UnknownTable(table.to_string()))?
-            .clone();
+        let info = self.catalog.require(table)?.clone();
         let body = self.check_write(&info, &fields)?;
         // A fresh tick even when both are given: it keeps later creation times increasing past
         // the imported ones (below), and made-up ids lead with it, which makes them unique.
@@ -125,10 +121,7 @@ impl WriteTxn<'_> {
 
     /// How many documents `table` holds, as this transaction sees it.
     pub fn count_documents(&self, table: &str) -> Result<u64, StoreError> {
-        let info = self
-            .catalog
-            .table(table)
-            .ok_or_else(|| StoreError::UnknownTable(table.to_string()))?;
+        let info = self.catalog.require(table)?;
         let (start, end) = table_id_range(info.number);
         let n: i64 = self
             .conn
@@ -139,11 +132,7 @@ impl WriteTxn<'_> {
 
     /// Delete every document of `table` (and its index entries). Returns how many there were.
     pub fn clear_table(&mut self, table: &str) -> Result<u64, StoreError> {
-        let info = self
-            .catalog
-            .table(table)
-            .ok_or_else(|| StoreError::UnknownTable(table.to_string()))?
-            .clone();
+        let info = self.catalog.require(table)?.clone();
         let (start, end) = table_id_range(info.number);
         for index in info.all_indexes() {
             if index.kind == IndexKind::Entries {
@@ -200,11 +189,7 @@ impl ReadTxn {
     where
         E: From<StoreError>,
     {
-        let info = self
-            .catalog
-            .table(table)
-            .ok_or_else(|| StoreError::UnknownTable(table.to_string()))?
-            .clone();
+        let info = self.catalog.require(table)?.clone();
         let (start, end) = table_id_range(info.number);
         let mut stmt = self
             .conn()

@@ -9,7 +9,7 @@ use tickethub_value::key::encode_element;
 use tickethub_value::{DocumentId, IdTables, Object, TableNumber, Value};
 
 use crate::log::IndexId;
-use crate::TableDef;
+use crate::{StoreError, TableDef};
 
 pub(crate) const BY_ID: &str = "by_id";
 pub(crate) const BY_CREATION_TIME: &str = "by_creation_time";
@@ -154,6 +154,11 @@ pub(crate) struct Catalog {
 impl Catalog {
     pub fn table(&self, name: &str) -> Option<&Arc<TableInfo>> {
         self.by_name.get(name)
+    }
+    /// The table named `name`, or [`StoreError::UnknownTable`].
+    pub fn require(&self, name: &str) -> Result<&Arc<TableInfo>, StoreError> {
+        self.table(name)
+            .ok_or_else(|| StoreError::UnknownTable(name.to_string()))
     }
     pub fn table_by_number(&self, number: TableNumber) -> Option<&Arc<TableInfo>> {
         self.by_number.get(&number.0)

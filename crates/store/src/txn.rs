@@ -417,10 +417,7 @@ impl ReadTxn {
     /// and it is neither counted against the read caps nor recorded in the read set (the dashboard
     /// uses it, not functions).
     pub fn count(&self, table: &str) -> Result<u64, StoreError> {
-        let info = self
-            .catalog
-            .table(table)
-            .ok_or_else(|| StoreError::UnknownTable(table.to_string()))?;
+        let info = self.catalog.require(table)?;
         let mut stmt = self
             .conn()
             .prepare_cached("SELECT count(*) FROM index_entries WHERE index_id = ?1")?;
@@ -569,11 +566,7 @@ impl<'a> WriteTxn<'a> {
 
     /// Insert a document (validated against the schema and the limits); returns its new ID.
     pub fn insert(&mut self, table: &str, fields: Object) -> Result<DocumentId, StoreError> {
-        let info = self
-            .catalog
-            .table(table)
-            .ok_or_else(|| StoreError::UnknownTable(table.to_string()))?
-            .clone();
+        let info = self.catalog.require(table)?.clone();
         let body = self.check_write(&info, &fields)?;
         let creation_time = self.clock.next();
         let mut id = DocumentId::new_random(info.number, now_unix_ms());
