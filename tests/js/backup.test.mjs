@@ -5,6 +5,10 @@
 // files must be served with their bytes. Restore must refuse a data dir a server is using, one
 // that already holds a database (without --force), and a backup without its manifest.
 //
+// Backup and restore copy the SQLite file, so on Postgres runs (TICKETHUB_TEST_DATABASE_URL)
+// those tests skip, saying so; what runs on both is that a Postgres deployment's backup and
+// restore refuse and point at pg_dump.
+//
 // Run: node --test tests/js/backup.test.mjs (TICKETHUB_BIN points at the binary).
 
 import assert from "node:assert/strict";
@@ -15,7 +19,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { anyApi } from "convex/server";
-import { binaryPath, liveServers, Server, startServer } from "./lib/server.mjs";
+import { binaryPath, liveServers, Server, sqliteOnly, startServer } from "./lib/server.mjs";
 import { newClient } from "./lib/helpers.mjs";
 
 const api = anyApi;
@@ -26,7 +30,10 @@ const WRITERS = 8;
 /** Runs `tickethub <args>`; resolves with {code, stdout, stderr}. */
 function tickethub(args, env = {}) {
   return new Promise((resolve) => {
-    const child = spawn(binaryPath("tickethub"), args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_BACKTRACE: "1", ...env } });
+    const inherited = { ...process.env };
+    delete inherited.DATABASE_URL;
+    delete inherited.DATABASE_SCHEMA;
+    const child = spawn(binaryPath("tickethub"), args, { stdio: ["ignore", "pipe", "pipe"], env: { ...inherited, RUST_BACKTRACE: "1", ...env } });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d) => (stdout += d));
@@ -76,7 +83,8 @@ describe("online backup and restore", { timeout: 600_000 }, () => {
     for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
   });
 
-  test("a backup under write load restores every write acknowledged before it began", async () => {
+  test("a backup under write load restores every write acknowledged before it began", async (t) => {
+    if (sqliteOnly(t, "tickethub backup copies the SQLite file; a Postgres deployment uses pg_dump (refusal tested below)")) return;
     const client = newClient(server);
     const files = [];
     for (let i = 0; i < 3; i++) {
@@ -192,7 +200,8 @@ describe("online backup and restore", { timeout: 600_000 }, () => {
     );
   });
 
-  test("a single-file backup and restore --force over an existing database", async () => {
+  test("a single-file backup and restore --force over an existing database", async (t) => {
+    if (sqliteOnly(t, "the single-file backup is the SQLite file itself")) return;
     const out = path.join(newDir("single"), "tickethub-backup.sqlite3");
     const r = await tickethub(["backup", "--data-dir", server.dataDir, "--to", out]);
     assert.equal(r.code, 0, show(r));
@@ -210,5 +219,19 @@ describe("online backup and restore", { timeout: 600_000 }, () => {
     const forced = await tickethub(["restore", "--from", out, "--data-dir", target, "--force"]);
     assert.equal(forced.code, 0, show(forced));
     assert.deepEqual(readdirSync(target).filter((f) => f.endsWith(".restoring")), []);
+  });
+
+  // Runs on both backends: the refusal comes before any connection, so any Postgres URL shows it.
+  test("backup and restore of a Postgres deployment refuse and point at pg_dump", async () => {
+    const url = "postgres://tickethub:s3cret@127.0.0.1:1/app";
+    const out = path.join(newDir("pg"), "backup");
+    const backup = await tickethub(["backup", "--data-dir", server.dataDir, "--to", out, "--database-url", url, "--database-schema", "shop"]);
+    assert.notEqual(backup.code, 0, show(backup));
+    assert.match(backup.stderr, /tickethub backup works on the SQLite file.*pg_dump --format=custom --schema=shop/s, show(backup));
+    assert.doesNotMatch(backup.stderr, /s3cret/, "the password is never printed");
+    assert.equal(existsSync(out), false, "nothing was written");
+    const restore = await tickethub(["restore", "--from", out, "--data-dir", newDir("pgr")], { DATABASE_URL: url });
+    assert.notEqual(restore.code, 0, show(restore));
+    assert.match(restore.stderr, /tickethub restore works on the SQLite file.*pg_restore/s, show(restore));
   });
 });

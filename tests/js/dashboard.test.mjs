@@ -12,7 +12,7 @@ import { after, before, describe, test } from "node:test";
 import { anyApi } from "convex/server";
 import { chromium } from "playwright-core";
 import parsePrometheusTextFormat from "parse-prometheus-text-format";
-import { startServer } from "./lib/server.mjs";
+import { BACKEND, startServer } from "./lib/server.mjs";
 import { startIssuer } from "./lib/oidc.mjs";
 import { newUserId, newWebhookSecret, sendSigned, userCreated } from "./lib/clerk.mjs";
 import { newClient, waitFor, withLogs } from "./lib/helpers.mjs";
@@ -372,6 +372,11 @@ describe("the dashboard in a real browser", { timeout: 900_000 }, () => {
     await goto("#/health");
     // A flat line at zero has no height, so "attached" rather than "visible".
     await page.waitForSelector("#charts .chart-card[data-series='rssBytes'] svg.chart polyline", { state: "attached" });
+    // The node's role (cluster mode shows node id, role and leader; tests/js/cluster.test.mjs
+    // checks those through the same API): a lone server says so.
+    const health = await (await fetch(`${server.url}/api/dashboard/health`, { headers: { Authorization: `Convex ${server.adminKey}` } })).json();
+    assert.deepEqual(health.node, { role: "single", nodeId: null, leaderUrl: null });
+    assert.match(await page.textContent("#node-role"), /single server/);
     await page.screenshot({ path: path.join(SCREENSHOTS, "dashboard-health.png"), fullPage: true });
   }));
 
@@ -389,6 +394,10 @@ describe("the dashboard in a real browser", { timeout: 900_000 }, () => {
         assert.ok(value === undefined || !Number.isNaN(Number(value)), `${family.name}: ${JSON.stringify(metric)}`);
       }
     }
+    // The storage engine, as an info-style gauge: one series, labelled, 1.
+    const backend = families.find((f) => f.name === "tickethub_store_backend");
+    assert.ok(backend, `no tickethub_store_backend in:\n${text}`);
+    assert.deepEqual(backend.metrics.map((m) => [m.labels?.backend, Number(m.value)]), [[BACKEND, 1]]);
   }));
 
   test("the browser saw no script errors and no CSP violations", () => {

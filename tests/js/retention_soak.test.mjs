@@ -13,6 +13,10 @@
 // each must stay flat, and at the end every acknowledged permanent note is read back through
 // the official client while every expiring one is gone.
 //
+// On Postgres runs (TICKETHUB_TEST_DATABASE_URL) everything runs except the database-bytes check,
+// a subtest that skips saying why: the figure is the SQLite file and its WAL (Postgres keeps its
+// own files and vacuums them itself).
+//
 // RETENTION_SOAK_PURGE=off runs the counter-case (finished jobs kept for ten years) and skips
 // the flatness checks; RETENTION_SOAK_OUT=<file> writes the samples as JSON (for
 // bench/results/retention-soak.md). RETENTION_SOAK_STEPS overrides the step count.
@@ -22,7 +26,7 @@ import { statSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, describe, test } from "node:test";
 import { anyApi } from "convex/server";
-import { startServer } from "./lib/server.mjs";
+import { sqliteOnly, startServer } from "./lib/server.mjs";
 import { newClient, safeJson, withLogs } from "./lib/helpers.mjs";
 
 const api = anyApi;
@@ -100,7 +104,7 @@ describe("retention soak", { timeout: 900_000 }, () => {
     await server?.cleanup();
   });
 
-  test(`steady create-and-delete for ${STEPS} steps of ${STEP_MS} ms test time stays flat (purge ${PURGE ? "on" : "off"})`, withLogs(async () => {
+  test(`steady create-and-delete for ${STEPS} steps of ${STEP_MS} ms test time stays flat (purge ${PURGE ? "on" : "off"})`, withLogs(async (t) => {
     server = await startServer({
       which: "notes-server",
       testClock: true,
@@ -185,7 +189,10 @@ describe("retention soak", { timeout: 900_000 }, () => {
     // Finished jobs live about one retention period plus one purge interval: a few steps' worth.
     const maxRows = Math.max(...samples.map((s) => s.scheduledRows));
     assert.ok(maxRows <= 10 * NOTES_PER_STEP, `_scheduled_functions held up to ${maxRows} rows`);
-    assertFlat(samples, "diskBytes", DISK_SLACK_BYTES);
     assertFlat(samples, "rssBytes", RSS_SLACK_BYTES);
+    await t.test("the database file and its WAL stay flat (incremental vacuum, WAL truncation)", (st) => {
+      if (sqliteOnly(st, "the figure is the SQLite file and its WAL; Postgres vacuums its own files")) return;
+      assertFlat(samples, "diskBytes", DISK_SLACK_BYTES);
+    });
   }));
 });

@@ -15,7 +15,7 @@
 //! is reported next to the server's, so a slow result says whose time it was.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -33,6 +33,7 @@ use crate::loadgen::{new_histogram, record, send_once};
 use crate::procs::ServerProc;
 use crate::report::TargetCheck;
 use crate::servers::{start_tickethub, ADMIN_KEY};
+use crate::suite::fresh_dir;
 use crate::workloads::convex_call;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -616,14 +617,6 @@ fn open_file_limits() -> Result<(u64, u64)> {
         (Some(soft), Some(hard)) => Ok((soft, hard)),
         _ => bail!("unreadable limits line: {line}"),
     }
-}
-
-fn fresh_dir(dir: &Path) -> Result<PathBuf> {
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
-    }
-    std::fs::create_dir_all(dir)?;
-    Ok(dir.to_path_buf())
 }
 
 fn machine() -> String {

@@ -1,4 +1,4 @@
-//! The benchmark command: `cargo run --release -p bench -- --quick|--full|--soak|--load-check|--fanout|--idle-cost|--files|--backup|--export-import`,
+//! The benchmark command: `cargo run --release -p bench -- --quick|--full|--wrk|--postgres|--soak|--load-check|--fanout|--idle-cost|--files|--backup|--export-import`,
 //! and `prepare-users --dir D --count N` (a data dir with N users, for `tickethub serve`).
 //!
 //! Module map:
@@ -20,6 +20,11 @@
 //!   creates/s during the backup against before and after it, in the same run.
 //! - [`exim`]: `--export-import`, snapshot export and import of 1M users: documents/s and the
 //!   server's peak RSS during each.
+//! - [`growth`]: `--growth`, creates and point reads with 10k and 1M users already stored, and
+//!   database bytes per user against PocketBase's.
+//! - [`wrk`]: `--wrk`, the same servers under Debian's `wrk` and under ours, in one run.
+//! - [`pgcompare`]: `--postgres`, tickethub on SQLite against tickethub on a throwaway Postgres
+//!   cluster (creates and point reads, under wrk and ours, in one run).
 //! - [`report`]: JSON and Markdown results; [`plot`]: the PNG.
 //!
 //! Everything runs on loopback; results go to `bench/results/`.
@@ -28,9 +33,11 @@ mod backup;
 mod exim;
 mod fanout;
 mod files;
+mod growth;
 mod hello;
 mod live;
 mod loadgen;
+mod pgcompare;
 mod plot;
 mod pocketbase;
 mod procs;
@@ -40,6 +47,7 @@ mod soak;
 mod storage;
 mod suite;
 mod workloads;
+mod wrk;
 
 #[cfg(test)]
 mod tests;
@@ -54,7 +62,7 @@ use clap::{ArgGroup, Parser, Subcommand};
 #[command(
     name = "bench",
     about = "Benchmark tickethub against PocketBase, a bare hyper server and raw SQLite",
-    group(ArgGroup::new("mode").args(["quick", "full", "soak", "load_check", "fanout", "idle_cost", "files", "backup", "export_import"]))
+    group(ArgGroup::new("mode").args(["quick", "full", "soak", "load_check", "fanout", "idle_cost", "files", "backup", "export_import", "wrk", "growth", "postgres"]))
 )]
 struct Cli {
     /// A smoke pass of a few seconds per system.
@@ -63,6 +71,40 @@ struct Cli {
     /// The whole suite (about 10 minutes).
     #[arg(long)]
     full: bool,
+    /// Creates, point reads and Clerk webhooks on tickethub, PocketBase and bare hyper, each under
+    /// `wrk` and under our own generator, at every `--wrk-connections`.
+    #[arg(long)]
+    wrk: bool,
+    /// Seconds per point of `--wrk`.
+    #[arg(long, default_value_t = 8)]
+    seconds: u64,
+    /// Connection counts of `--wrk`.
+    #[arg(long, value_delimiter = ',', default_values_t = [32, 64])]
+    wrk_connections: Vec<usize>,
+    /// wrk's threads (`-t`) in `--wrk`.
+    #[arg(long, default_value_t = 2)]
+    wrk_threads: usize,
+    /// Users seeded before the point reads of `--wrk`.
+    #[arg(long, default_value_t = 5_000)]
+    seed_users: u64,
+    /// tickethub on SQLite against tickethub on Postgres (a throwaway cluster from
+    /// `tests/pg-cluster`): durable creates at every `--wrk-connections` and point reads at the
+    /// largest, under wrk and ours, both servers in the same run.
+    #[arg(long)]
+    postgres: bool,
+    /// Creates and point reads with `--growth-sizes` users already stored (seeded through the
+    /// store API), under wrk and ours; database bytes per user against PocketBase's.
+    #[arg(long)]
+    growth: bool,
+    /// Table sizes of `--growth`.
+    #[arg(long, value_delimiter = ',', default_values_t = [10_000, 1_000_000])]
+    growth_sizes: Vec<u64>,
+    /// Users created over HTTP in tickethub and in PocketBase for `--growth`'s bytes per user.
+    #[arg(long, default_value_t = 20_000)]
+    growth_compare: u64,
+    /// Leave the signed webhook deliveries out of `--wrk`.
+    #[arg(long)]
+    no_webhooks: bool,
     /// Fault soak: mixed load with kill -9 and restart of the server.
     #[arg(long)]
     soak: bool,
@@ -176,6 +218,9 @@ enum Mode {
     Files,
     Backup,
     ExportImport,
+    Wrk,
+    Growth,
+    Postgres,
 }
 
 fn main() -> Result<()> {
@@ -220,6 +265,12 @@ fn main() -> Result<()> {
         Mode::Backup
     } else if cli.export_import {
         Mode::ExportImport
+    } else if cli.wrk {
+        Mode::Wrk
+    } else if cli.growth {
+        Mode::Growth
+    } else if cli.postgres {
+        Mode::Postgres
     } else {
         Mode::Quick
     };
@@ -413,6 +464,59 @@ async fn run(
             )?;
             std::fs::write(results.join("export-import.md"), report.markdown())?;
             println!("{}", report.markdown());
+        }
+        Mode::Growth => {
+            let settings = wrk::WrkSettings {
+                seconds: cli.seconds.max(1),
+                connections: cli.wrk_connections.clone(),
+                seed_users: 0,
+                wrk_threads: cli.wrk_threads.max(1),
+                webhooks: false,
+            };
+            let bin = servers::tickethub_binary()?;
+            let report = growth::run(
+                &settings,
+                &cli.growth_sizes,
+                cli.growth_compare.max(1),
+                &work,
+                &bin,
+                command,
+            )
+            .await?;
+            report.write(&results)?;
+            println!("{}", report.markdown());
+            eprintln!("[bench] wrote {}/growth.{{json,md}}", results.display());
+        }
+        Mode::Wrk => {
+            let settings = wrk::WrkSettings {
+                seconds: cli.seconds.max(1),
+                connections: cli.wrk_connections.clone(),
+                seed_users: cli.seed_users.max(1),
+                wrk_threads: cli.wrk_threads.max(1),
+                webhooks: !cli.no_webhooks,
+            };
+            let bin = servers::tickethub_binary()?;
+            let report = wrk::run(&settings, &work, &bin, command).await?;
+            report.write(&results)?;
+            println!("{}", report.markdown());
+            eprintln!("[bench] wrote {}/wrk.{{json,md}}", results.display());
+        }
+        Mode::Postgres => {
+            let settings = wrk::WrkSettings {
+                seconds: cli.seconds.max(1),
+                connections: cli.wrk_connections.clone(),
+                seed_users: cli.seed_users.max(1),
+                wrk_threads: cli.wrk_threads.max(1),
+                webhooks: false,
+            };
+            let bin = servers::tickethub_binary()?;
+            let report = pgcompare::run(&settings, &work, &bin, command).await?;
+            report.write(&results)?;
+            println!("{}", report.markdown());
+            eprintln!(
+                "[bench] wrote {}/postgres-run.{{json,md}}",
+                results.display()
+            );
         }
         Mode::LoadCheck => {
             let report = soak::run_load_check(&work, &command).await?;

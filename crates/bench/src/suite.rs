@@ -440,7 +440,8 @@ pub async fn run_suite(profile: &Profile, paths: &Paths, command: &str) -> Resul
     Ok(report)
 }
 
-fn fresh_dir(dir: &Path) -> Result<PathBuf> {
+/// An empty directory at `dir` (whatever an earlier run left there is removed).
+pub(crate) fn fresh_dir(dir: &Path) -> Result<PathBuf> {
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
     }

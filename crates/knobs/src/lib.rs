@@ -138,6 +138,18 @@ knob!(
     COMMIT_LOG_CAPACITY: usize = 4096, min 16, max 1_048_576
 );
 
+knob!(
+    /// Cluster mode: how long the leader's lease lives without renewal, the failover time
+    /// (`serve --lease-ttl-ms` overrides it).
+    CLUSTER_LEASE_TTL: Duration(ms) = 10_000, min 300, max 600_000
+);
+
+knob!(
+    /// Cluster mode: longest a follower goes without reading the commit-log table when no NOTIFY
+    /// arrives (a NOTIFY can be lost on a reconnect).
+    CLUSTER_COMMIT_POLL: Duration(ms) = 1_000, min 10, max 60_000
+);
+
 // ---------------------------------------------------------------------------------------------
 // Runtime
 
@@ -332,3 +344,24 @@ mod tests {
         assert_eq!(*WRITER_GATHER_WAIT, Duration::from_micros(250));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Pushed JavaScript (`tickethub-js`).
+
+knob!(
+    /// Longest one JavaScript query or mutation may run, syscalls included, before it is
+    /// stopped (Convex's limit for queries and mutations is 1 s).
+    JS_CALL_TIME_LIMIT: Duration(ms) = 1_000, min 10, max 600_000
+);
+
+knob!(
+    /// Most heap one thread's QuickJS runtime may use, in bytes (Convex gives an isolate 64 MiB).
+    /// A call that goes past it fails, and the thread starts a fresh runtime for the next call.
+    JS_MEMORY_LIMIT_BYTES: usize = 64 << 20, min 4 << 20, max 4 << 30
+);
+
+knob!(
+    /// Largest body `deploy2/start_push` and friends accept once decompressed, in bytes: the
+    /// whole bundled `convex/` folder with source maps.
+    JS_PUSH_BODY_LIMIT_BYTES: usize = 64 << 20, min 1 << 20, max 1 << 30
+);

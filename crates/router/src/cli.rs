@@ -8,8 +8,11 @@
 //!   restarted since) starts from the beginning again.
 //! - `POST /api/update_environment_variables` and `/api/v1/update_environment_variables`
 //!   (`npx convex env set|remove`), `GET /api/v1/list_environment_variables`.
-//! - Endpoints the CLI uses that tickethub does not implement (pushing code, inline queries)
-//!   answer at once 400 `NotSupported`: never 404, which the CLI retries for about a minute.
+//! - Pushing code (`npx convex deploy` / `dev`): `get_config_hashes` and `deploy2/*`, in
+//!   `push.rs`.
+//! - Endpoints the CLI uses that tickethub does not implement (inline queries, schema
+//!   evaluation) answer at once 400 `NotSupported`: never 404, which the CLI retries for about a
+//!   minute.
 //!
 //! Every endpoint needs the admin key: none (or a user token) is 401 `MissingAdminKey`, a wrong
 //! key 403 `BadDeployKey` (Convex's code, which the CLI prints as is).
@@ -39,30 +42,50 @@ pub(crate) enum Endpoint {
     StreamFunctionLogs,
     UpdateEnvironmentVariables,
     ListEnvironmentVariables,
+    /// `GET /api/v1/get_canonical_urls`: the deployment's URLs (`npx convex dev` / `deploy`).
+    CanonicalUrls,
+    /// A step of pushing code (`npx convex deploy` / `dev`): see `push.rs`.
+    Push(crate::push::PushStep),
     /// A CLI endpoint tickethub does not implement; the text names what the user tried.
     NotSupported(&'static str),
 }
 
+/// Whether a cluster follower relays an endpoint to the leader: it writes, keeps state between
+/// its steps on one node (a push), or reads what only the leader keeps current (the
+/// environment-variable mirror, which a node refreshes from the table when it takes the lead).
+pub(crate) fn leader_only(endpoint: &Endpoint) -> bool {
+    match endpoint {
+        Endpoint::UpdateEnvironmentVariables
+        | Endpoint::ListEnvironmentVariables
+        | Endpoint::Push(_) => true,
+        Endpoint::StreamFunctionLogs | Endpoint::CanonicalUrls | Endpoint::NotSupported(_) => false,
+    }
+}
+
 pub(crate) fn endpoint(path: &str) -> Option<Endpoint> {
     let rest = path.strip_prefix("/api/")?;
+    if let Some(step) = crate::push::step(rest) {
+        return Some(Endpoint::Push(step));
+    }
     Some(match rest {
         "stream_function_logs" | "app_metrics/stream_function_logs" => Endpoint::StreamFunctionLogs,
         "update_environment_variables" | "v1/update_environment_variables" => {
             Endpoint::UpdateEnvironmentVariables
         }
         "v1/list_environment_variables" => Endpoint::ListEnvironmentVariables,
+        "v1/get_canonical_urls" => Endpoint::CanonicalUrls,
         "run_test_function" => {
             Endpoint::NotSupported("Running inline queries (`npx convex run --inline-query`)")
         }
-        "get_config_hashes" | "push_config" => Endpoint::NotSupported(
-            "Pushing code (`npx convex dev`, `deploy`, `run --push`, `codegen`)",
+        "push_config" => Endpoint::NotSupported(
+            "The old push endpoint `/api/push_config` (use a `convex` package of 1.17 or newer)",
         ),
         "stream_udf_execution" => Endpoint::NotSupported(
             "The old log stream `/api/stream_udf_execution` (use `/api/stream_function_logs`)",
         ),
-        other if other.starts_with("deploy2/") => Endpoint::NotSupported(
-            "Pushing code (`npx convex dev`, `deploy`, `run --push`, `codegen`)",
-        ),
+        other if other.starts_with("deploy2/") => {
+            Endpoint::NotSupported("This step of pushing code (schema evaluation before a push)")
+        }
         _ => return None,
     })
 }
@@ -87,8 +110,12 @@ async fn route(
         return Err(not_supported(what));
     }
     let expected = match endpoint {
-        Endpoint::StreamFunctionLogs | Endpoint::ListEnvironmentVariables => Method::GET,
-        Endpoint::UpdateEnvironmentVariables | Endpoint::NotSupported(_) => Method::POST,
+        Endpoint::StreamFunctionLogs
+        | Endpoint::ListEnvironmentVariables
+        | Endpoint::CanonicalUrls => Method::GET,
+        Endpoint::UpdateEnvironmentVariables | Endpoint::Push(_) | Endpoint::NotSupported(_) => {
+            Method::POST
+        }
     };
     if request.method() != expected {
         return Err(ApiError::new(
@@ -101,6 +128,10 @@ async fn route(
         ));
     }
     check_client_version(request.headers())?;
+    if let Endpoint::Push(step) = endpoint {
+        // The push endpoints read the admin key from the body as well.
+        return crate::push::handle(state, request, step).await;
+    }
     require_admin(state, request.headers()).await?;
     match endpoint {
         Endpoint::StreamFunctionLogs => {
@@ -116,6 +147,26 @@ async fn route(
                     .into_bytes(),
             ))
         }
+        Endpoint::CanonicalUrls => {
+            // The API origin file URLs use, unless the operator named public URLs.
+            let origin = state
+                .runtime
+                .config()
+                .storage
+                .as_ref()
+                .map(|s| s.api_origin.clone());
+            let cloud = state.runtime.env_var("CONVEX_CLOUD_URL").or(origin);
+            let site = state
+                .runtime
+                .env_var("CONVEX_SITE_URL")
+                .or_else(|| cloud.clone());
+            Ok(json_response(
+                StatusCode::OK,
+                json!({ "convexCloudUrl": cloud, "convexSiteUrl": site })
+                    .to_string()
+                    .into_bytes(),
+            ))
+        }
         Endpoint::UpdateEnvironmentVariables => {
             let (parts, body) = request.into_parts();
             let bytes = read_limited(
@@ -127,20 +178,20 @@ async fn route(
             .await?;
             update_environment_variables(state, &bytes).await
         }
-        Endpoint::NotSupported(what) => Err(not_supported(what)),
+        Endpoint::Push(_) | Endpoint::NotSupported(_) => Err(not_supported("This endpoint")),
     }
 }
 
 fn not_supported(what: &str) -> ApiError {
     ApiError::new(
         ErrorCode::NotSupported,
-        format!("{what} is not supported by tickethub: functions are compiled into the server binary. Call existing functions with `npx convex run`."),
+        format!("{what} is not supported by tickethub."),
     )
 }
 
 /// The admin key and nothing else. A wrong key gets Convex's `BadDeployKey` so the CLI shows
 /// its own advice.
-async fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) async fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let identity = resolve_identity(headers, state.authenticator.as_ref(), CredentialPolicy::Reject)
         .await
         .map_err(|e| match e.code {
@@ -363,6 +414,10 @@ mod tests {
         );
         assert!(matches!(
             endpoint("/api/deploy2/start_push"),
+            Some(Endpoint::Push(crate::push::PushStep::StartPush))
+        ));
+        assert!(matches!(
+            endpoint("/api/deploy2/evaluate_schema"),
             Some(Endpoint::NotSupported(_))
         ));
         assert_eq!(endpoint("/api/query"), None);

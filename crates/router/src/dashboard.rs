@@ -24,7 +24,9 @@ use tickethub_runtime::{
     CallRequest, CallResult, Caller, CancelOutcome, FnError, FunctionKind, Identity, ReadAt,
     RequestId, RoutePath, Runtime, UserIdentity, Visibility,
 };
-use tickethub_store::{Bound, DocReader, IndexQuery, Order, PageRequest, StoreError, Timestamp};
+use tickethub_store::{
+    Backend, Bound, DocReader, IndexQuery, Order, PageRequest, StoreError, Timestamp,
+};
 use tickethub_value::{DocumentId, Object, Validator, Value};
 
 use crate::body::{parse_json, read_limited};
@@ -451,17 +453,16 @@ async fn document(state: &AppState, params: &Params) -> Answer {
     let Ok(decoded) = DocumentId::decode(&id) else {
         return Err(not_found(&id));
     };
-    let doc = read(state, move |txn| txn.get(decoded).map_err(store_error)).await?;
+    // One snapshot for both, on the blocking pool (on Postgres, taking one is a round trip).
+    let (doc, table) = read(state, move |txn| {
+        let doc = txn.get(decoded).map_err(store_error)?;
+        Ok((doc, txn.table_name(decoded.table)))
+    })
+    .await?;
     let Some(doc) = doc else {
         return Err(not_found(&id));
     };
     let value = doc.to_value();
-    let table = state
-        .runtime
-        .store()
-        .read()
-        .ok()
-        .and_then(|t| t.table_name(decoded.table));
     ok(json!({ "document": value.to_convex_json(), "display": display(&value), "table": table }))
 }
 
@@ -914,6 +915,10 @@ fn samples(runtime: &Runtime) -> Vec<Arc<tickethub_runtime::HealthSample>> {
     let samples = runtime.observer().samples();
     if samples.is_empty() {
         // The sampler has not run yet (just started, or a test without background tasks).
+        // On Postgres a sample queries the database with the blocking client: off the worker.
+        if runtime.store().reads_wait_on_network() {
+            return vec![tokio::task::block_in_place(|| runtime.sample_health())];
+        }
         return vec![runtime.sample_health()];
     }
     samples
@@ -939,8 +944,15 @@ fn health(state: &AppState) -> Response<ResponseBody> {
         }
         Json::Object(out)
     };
+    let store = state.runtime.store();
     let body = json!({
         "now": state.runtime.now_ms(),
+        // Cluster mode: which node answered and what it does (`single` outside a cluster).
+        "node": {
+            "role": store.role().as_str(),
+            "nodeId": store.node_id(),
+            "leaderUrl": store.leader_url(),
+        },
         "series": {
             "callsPerSec": by_kind(&|s, i| s.calls_per_sec[i]),
             "p50Ms": by_kind(&|s, i| s.p50_ms[i]),
@@ -1025,6 +1037,25 @@ pub async fn metrics(state: Arc<AppState>, request: Request<Incoming>) -> Respon
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 struct KindLabel {
     kind: &'static str,
+}
+
+/// `tickethub_store_backend{backend="…"} 1`: which storage engine the deployment runs on.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct BackendLabel {
+    backend: &'static str,
+}
+
+/// `tickethub_cluster_leader{role="…"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct RoleLabel {
+    role: &'static str,
+}
+
+fn backend_name(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    }
 }
 
 fn encode_metrics(runtime: &Runtime) -> Result<String, std::fmt::Error> {
@@ -1137,6 +1168,32 @@ fn encode_metrics(runtime: &Runtime) -> Result<String, std::fmt::Error> {
         "resident_memory_bytes",
         "Resident memory of the process",
         gauge_of(latest.rss_bytes),
+    );
+    // An info-style gauge: one series, labelled with the engine, always 1.
+    let backend = Family::<BackendLabel, Gauge>::default();
+    backend
+        .get_or_create(&BackendLabel {
+            backend: backend_name(runtime.store().backend()),
+        })
+        .set(1);
+    registry.register(
+        "store_backend",
+        "The storage engine holding the deployment's documents (sqlite or postgres), always 1",
+        backend,
+    );
+    // Cluster mode: 1 on the leader, 0 on a follower; `role` says which (single outside a
+    // cluster). A balancer or an alert can watch it.
+    let role = runtime.store().role();
+    let leader = Family::<RoleLabel, Gauge>::default();
+    leader
+        .get_or_create(&RoleLabel {
+            role: role.as_str(),
+        })
+        .set(i64::from(role != tickethub_store::NodeRole::Follower));
+    registry.register(
+        "cluster_leader",
+        "Whether this node writes (1: the cluster's leader or a single server; 0: a follower)",
+        leader,
     );
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry)?;

@@ -55,6 +55,16 @@ pub enum ErrorCode {
     ServerOverloaded,
     /// The disk holding the database is full; writes fail until space is freed.
     StorageFull,
+    /// Postgres: another tickethub holds this database's writer lease, so this one cannot write.
+    DatabaseInUse,
+    /// Postgres: this server lost the writer lease to another one; nothing was written.
+    WriterFenced,
+    /// Postgres cannot be reached (down, restarting, network); nothing was written, and
+    /// retrying shortly is safe.
+    DatabaseUnavailable,
+    /// Cluster mode: no leader is reachable (a failover is under way); nothing was written, and
+    /// retrying shortly is safe.
+    LeaderUnavailable,
     /// Anything unexpected. The message sent is generic; details go to the log.
     InternalServerError,
     /// File storage: an upload token that this deployment did not sign (forged, altered, absent).
@@ -91,6 +101,16 @@ pub enum ErrorCode {
     /// An endpoint of the Convex CLI that tickethub deliberately does not implement (pushing
     /// code, inline queries). 400, not 404: the CLI retries 404s for a minute.
     NotSupported,
+    /// `npx convex deploy`: a pushed module does not parse.
+    ModuleCompileError,
+    /// `npx convex deploy`: a pushed module threw while it was loaded.
+    ModuleEvaluationError,
+    /// `npx convex deploy`: an export or the schema has a shape tickethub cannot use.
+    ModuleAnalysisError,
+    /// `npx convex deploy`: a pushed function or table has a name the built-in app uses.
+    PushNameClash,
+    /// `npx convex deploy`: `finish_push` without a pending `start_push`.
+    NoPendingPush,
     /// `npx convex env set`: a name that is not `[A-Za-z_][A-Za-z0-9_]*`.
     EnvironmentVariableNameInvalid,
     /// `npx convex env set`: a name longer than 256 characters.
@@ -146,6 +166,10 @@ impl ErrorCode {
             ErrorCode::TooManyConnections => "TooManyConnections",
             ErrorCode::ServerOverloaded => "ServerOverloaded",
             ErrorCode::StorageFull => "StorageFull",
+            ErrorCode::DatabaseInUse => "DatabaseInUse",
+            ErrorCode::WriterFenced => "WriterFenced",
+            ErrorCode::DatabaseUnavailable => "DatabaseUnavailable",
+            ErrorCode::LeaderUnavailable => "LeaderUnavailable",
             ErrorCode::InternalServerError => "InternalServerError",
             ErrorCode::InvalidUploadToken => "InvalidUploadToken",
             ErrorCode::UploadUrlExpired => "UploadUrlExpired",
@@ -163,6 +187,11 @@ impl ErrorCode {
             ErrorCode::JobNotFound => "JobNotFound",
             ErrorCode::BadDeployKey => "BadDeployKey",
             ErrorCode::NotSupported => "NotSupported",
+            ErrorCode::ModuleCompileError => "ModuleCompileError",
+            ErrorCode::ModuleEvaluationError => "ModuleEvaluationError",
+            ErrorCode::ModuleAnalysisError => "ModuleAnalysisError",
+            ErrorCode::PushNameClash => "PushNameClash",
+            ErrorCode::NoPendingPush => "NoPendingPush",
             ErrorCode::EnvironmentVariableNameInvalid => "EnvironmentVariableNameInvalid",
             ErrorCode::EnvironmentVariableNameTooLong => "EnvironmentVariableNameTooLong",
             ErrorCode::EnvironmentVariableValueTooLarge => "EnvironmentVariableValueTooLarge",
@@ -188,6 +217,10 @@ impl ErrorCode {
             "ShuttingDown" => Some(ErrorCode::ShuttingDown),
             "ServerOverloaded" => Some(ErrorCode::ServerOverloaded),
             "StorageFull" => Some(ErrorCode::StorageFull),
+            "DatabaseInUse" => Some(ErrorCode::DatabaseInUse),
+            "WriterFenced" => Some(ErrorCode::WriterFenced),
+            "DatabaseUnavailable" => Some(ErrorCode::DatabaseUnavailable),
+            "LeaderUnavailable" => Some(ErrorCode::LeaderUnavailable),
             _ => None,
         }
     }
@@ -211,9 +244,15 @@ impl ErrorCode {
             ErrorCode::BadAdminKey => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            // The database's own refusals are 503 too: none is the caller's fault, nothing was
+            // written, and a retry (later, or against the server that holds the lease) can work.
             ErrorCode::ShuttingDown
             | ErrorCode::TooManyConnections
-            | ErrorCode::ServerOverloaded => StatusCode::SERVICE_UNAVAILABLE,
+            | ErrorCode::ServerOverloaded
+            | ErrorCode::DatabaseInUse
+            | ErrorCode::WriterFenced
+            | ErrorCode::DatabaseUnavailable
+            | ErrorCode::LeaderUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             ErrorCode::InternalServerError => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Sha256Mismatch
@@ -230,6 +269,11 @@ impl ErrorCode {
             ErrorCode::NotPending => StatusCode::CONFLICT,
             ErrorCode::BadDeployKey => StatusCode::FORBIDDEN,
             ErrorCode::NotSupported
+            | ErrorCode::ModuleCompileError
+            | ErrorCode::ModuleEvaluationError
+            | ErrorCode::ModuleAnalysisError
+            | ErrorCode::PushNameClash
+            | ErrorCode::NoPendingPush
             | ErrorCode::EnvironmentVariableNameInvalid
             | ErrorCode::EnvironmentVariableNameTooLong
             | ErrorCode::EnvironmentVariableValueTooLarge
@@ -322,4 +366,31 @@ pub(crate) fn text_response(status: StatusCode, body: String) -> Response<Respon
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_databases_refusals_keep_their_code_and_are_503() {
+        for (code, expected) in [
+            ("DatabaseInUse", ErrorCode::DatabaseInUse),
+            ("WriterFenced", ErrorCode::WriterFenced),
+            ("DatabaseUnavailable", ErrorCode::DatabaseUnavailable),
+            ("LeaderUnavailable", ErrorCode::LeaderUnavailable),
+            ("ServerOverloaded", ErrorCode::ServerOverloaded),
+        ] {
+            let mapped = ErrorCode::for_failed_function(code);
+            assert_eq!(mapped, Some(expected), "{code}");
+            assert_eq!(expected.as_str(), code);
+            assert_eq!(expected.status(), StatusCode::SERVICE_UNAVAILABLE, "{code}");
+        }
+        assert_eq!(
+            ErrorCode::for_failed_function("StorageFull").map(ErrorCode::status),
+            Some(StatusCode::INSUFFICIENT_STORAGE)
+        );
+        // A generic storage failure stays internal: its message may carry SQL.
+        assert_eq!(ErrorCode::for_failed_function("StorageError"), None);
+    }
 }

@@ -28,7 +28,8 @@ pub async fn handle(
     mount: Mount,
 ) -> Response<ResponseBody> {
     let request_id = RequestId::generate();
-    let span = tracing::info_span!(
+    // DEBUG: see `api::handle`.
+    let span = tracing::debug_span!(
         "http_action_request",
         method = %request.method(),
         path = %request.uri().path(),

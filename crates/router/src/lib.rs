@@ -30,12 +30,14 @@
 pub mod api;
 pub mod body;
 mod cli;
+pub mod cluster;
 pub mod cors;
 pub mod credentials;
 pub mod dashboard;
 mod dashboard_assets;
 pub mod error;
 pub mod http_action;
+mod push;
 pub mod response_body;
 pub mod serve;
 pub mod snapshot;
@@ -73,8 +75,49 @@ pub async fn route(
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     match surface {
+        // Cluster follower: an HTTP action is an action, and actions run on the leader; the
+        // leader's API port serves the same routes under `/http`.
+        Surface::Site if cluster::relays_writes(&state) => {
+            let target = format!("/http{}", path_and_query(&request));
+            let (parts, body) = request.into_parts();
+            cluster::relay(&state, parts, cluster::incoming_body(body), &target).await
+        }
         Surface::Site => http_action::handle(state, request, http_action::Mount::Site).await,
         Surface::Api => route_api_port(state, request).await,
+    }
+}
+
+fn path_and_query(request: &Request<Incoming>) -> String {
+    request
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str().to_string())
+        .unwrap_or_else(|| request.uri().path().to_string())
+}
+
+/// Whether a follower hands this API-port request to the leader whole: every write that is not
+/// a single function call (those the runtime forwards), and whatever keeps its state on one node.
+fn relayed_to_leader(path: &str, method: &Method) -> bool {
+    let reads = method == Method::GET || method == Method::HEAD;
+    if dashboard::is_dashboard_api(path) {
+        // Document edits, runs, cancels.
+        return !reads;
+    }
+    if path == "/http" || path.starts_with("/http/") {
+        return true;
+    }
+    if storage::is_storage_path(path) {
+        // Uploads (the signing key and the blob directory are the leader's); a GET is served
+        // here and relayed only when this node lacks the file's bytes (`storage.rs`).
+        return !reads;
+    }
+    if snapshot::is_snapshot_path(path) {
+        // Exports and imports keep their progress in the leader's memory and files.
+        return true;
+    }
+    match cli::endpoint(path) {
+        Some(endpoint) => cli::leader_only(&endpoint),
+        None => false,
     }
 }
 
@@ -83,9 +126,22 @@ async fn route_api_port(
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let path = request.uri().path();
+    if request.method() != Method::OPTIONS
+        && relayed_to_leader(path, request.method())
+        && cluster::relays_writes(&state)
+    {
+        let target = path_and_query(&request);
+        let (parts, body) = request.into_parts();
+        return cluster::relay(&state, parts, cluster::incoming_body(body), &target).await;
+    }
     // Before CORS: the dashboard's API serves its own origin only.
     if dashboard::is_dashboard_api(path) {
         return dashboard::handle(state, request).await;
+    }
+    if path == cluster::CALL_PATH {
+        return cluster::handle(state, request)
+            .await
+            .unwrap_or_else(ApiError::into_response);
     }
     if path == "/metrics" {
         return dashboard::metrics(state, request).await;

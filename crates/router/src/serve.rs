@@ -110,9 +110,12 @@ pub async fn serve(
                     // Small JSON responses must not wait for Nagle.
                     let _ = stream.set_nodelay(true);
                     let number = state.connections.accepted.fetch_add(1, Ordering::Relaxed) + 1;
-                    let span = tracing::info_span!("connection", %peer, number, surface = ?surface);
+                    // DEBUG: the connection task enters its span on every poll, which at INFO
+                    // cost every request; the one INFO-and-above line of a connection's own
+                    // (`refuse`) names the peer itself.
+                    let span = tracing::debug_span!("connection", %peer, number, surface = ?surface);
                     let Some(slot) = state.connections.try_open() else {
-                        refuse(stream, &state.connections, span);
+                        refuse(stream, peer, &state.connections, span);
                         continue;
                     };
                     let state = state.clone();
@@ -150,14 +153,19 @@ pub async fn serve(
 
 /// Answer an over-limit connection's first request with 503 `TooManyConnections` and close it
 /// (or close it at once when too many refusals are already being answered).
-fn refuse(stream: tokio::net::TcpStream, limit: &ConnectionLimit, span: tracing::Span) {
+fn refuse(
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    limit: &ConnectionLimit,
+    span: tracing::Span,
+) {
     let Ok(refusing) = limit.refusing.clone().try_acquire_owned() else {
         return;
     };
     let max = limit.max;
     tokio::spawn(
         async move {
-            tracing::warn!("refusing a connection: {max} are open, the most allowed");
+            tracing::warn!(%peer, "refusing a connection: {max} are open, the most allowed");
             let service = service_fn(move |_request| async move {
                 Ok::<_, Infallible>(
                     ApiError::new(

@@ -93,6 +93,8 @@ pub struct AppState {
     pub connections: ConnectionLimit,
     /// Snapshot export and import (`npx convex export` / `import`).
     pub snapshots: Arc<tickethub_runtime::snapshot::SnapshotService>,
+    /// Pushed JavaScript (`npx convex deploy`): the pending push and the running one.
+    pub pushes: Arc<tickethub_js::PushService>,
     /// The dashboard's cached table counts.
     pub(crate) dashboard_counts: crate::dashboard::CountCache,
 }
@@ -111,7 +113,9 @@ impl AppState {
         let connections = ConnectionLimit::new(config.max_connections);
         register_gauges(&runtime, &connections, &sync);
         let snapshots = tickethub_runtime::snapshot::SnapshotService::new(runtime.clone());
+        let pushes = Arc::new(tickethub_js::PushService::new(runtime.clone()));
         Arc::new(AppState {
+            pushes,
             snapshots,
             runtime,
             authenticator,

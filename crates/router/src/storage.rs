@@ -62,7 +62,30 @@ pub(crate) async fn handle(
             "Upload a file with POST to the URL generateUploadUrl gave.",
         )),
         (_, &Method::GET) | (_, &Method::HEAD) => {
-            serve(storage, request.headers(), &rest, method == Method::HEAD).await
+            match serve(storage, request.headers(), &rest, method == Method::HEAD).await {
+                Err(Unserved::BytesElsewhere) if crate::cluster::relays_writes(&state) => {
+                    // A cluster follower: the bytes are on the disk of the node that led when
+                    // they were uploaded; ask the leader.
+                    let target = request
+                        .uri()
+                        .path_and_query()
+                        .map(|pq| pq.as_str().to_string())
+                        .unwrap_or_default();
+                    let (parts, _) = request.into_parts();
+                    return crate::cluster::relay(
+                        &state,
+                        parts,
+                        crate::cluster::empty_body(),
+                        &target,
+                    )
+                    .await;
+                }
+                Err(Unserved::BytesElsewhere) => Err(ApiError::internal(
+                    "a stored file's row is there but its blob is missing from the disk",
+                )),
+                Err(Unserved::Refused(e)) => Err(e),
+                Ok(response) => Ok(response),
+            }
         }
         _ => Err(ApiError::new(
             ErrorCode::MethodNotAllowed,
@@ -91,7 +114,16 @@ fn storage_error(e: StorageError) -> ApiError {
                 "The disk holding this deployment's data is full; uploads fail until space is freed.",
             );
         }
-        StorageError::Store(_) | StorageError::Blob(_) => return ApiError::internal(e),
+        // The database's refusals (Postgres unreachable, the writer lease elsewhere) keep their
+        // code and plain message, as they do for function calls.
+        StorageError::Store(se) => match ErrorCode::for_failed_function(se.code()) {
+            Some(code) => {
+                tracing::warn!(error = %e, "storage request refused");
+                return ApiError::new(code, se.to_string());
+            }
+            None => return ApiError::internal(e),
+        },
+        StorageError::Blob(_) | StorageError::BlobMissing { .. } => return ApiError::internal(e),
     };
     ApiError::new(code, e.to_string())
 }
@@ -249,26 +281,55 @@ fn parse_range(value: Option<&HeaderValue>, size: u64) -> RangeRequest {
     }
 }
 
+/// Why [`serve`] did not answer with the file.
+enum Unserved {
+    /// The file's row exists, its bytes are not on this node's disk.
+    BytesElsewhere,
+    Refused(ApiError),
+}
+
+impl From<ApiError> for Unserved {
+    fn from(e: ApiError) -> Unserved {
+        Unserved::Refused(e)
+    }
+}
+
 async fn serve(
     storage: FileStorage,
     headers: &HeaderMap,
     uuid: &str,
     head_only: bool,
-) -> Result<Response<ResponseBody>, ApiError> {
+) -> Result<Response<ResponseBody>, Unserved> {
     if parse_uuid(uuid).is_none() {
-        return Err(ApiError::new(
+        return Err(Unserved::Refused(ApiError::new(
             ErrorCode::InvalidStoragePath,
             "A stored file's URL is /api/storage/<uuid>, as getUrl gives it.",
-        ));
+        )));
     }
     let opened = {
         let storage = storage.clone();
         let uuid = uuid.to_string();
-        tokio::task::spawn_blocking(move || storage.open_file(&uuid))
+        match tokio::task::spawn_blocking(move || storage.open_file(&uuid))
             .await
             .map_err(ApiError::internal)?
-            .map_err(storage_error)?
+        {
+            Ok(opened) => opened,
+            Err(StorageError::BlobMissing { storage_id }) => {
+                tracing::debug!(%storage_id, "a stored file's bytes are not on this node");
+                return Err(Unserved::BytesElsewhere);
+            }
+            Err(e) => return Err(storage_error(e).into()),
+        }
     };
+    Ok(respond(opened, headers, head_only)?)
+}
+
+/// The answer for an opened file (or its absence): headers, conditional and range requests.
+fn respond(
+    opened: Option<ServedFile>,
+    headers: &HeaderMap,
+    head_only: bool,
+) -> Result<Response<ResponseBody>, ApiError> {
     let Some(ServedFile {
         file,
         size,

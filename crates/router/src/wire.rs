@@ -210,7 +210,7 @@ impl FunctionResponse {
             // texts carry no SQL or paths); the details are logged.
             Err(error) => match ErrorCode::for_failed_function(error.code()) {
                 Some(code) => {
-                    tracing::warn!(code = error.code(), error = ?error, "function refused");
+                    tracing::warn!(code = error.code(), request_id = %request_id, error = ?error, "function refused");
                     Err(ApiError::new(code, error.to_string()))
                 }
                 None => Err(ApiError::internal_for(

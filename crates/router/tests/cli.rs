@@ -489,9 +489,7 @@ async fn api_spec_lists_functions_with_validators_and_routes() {
 async fn unsupported_cli_endpoints_answer_400_at_once() {
     let server = TestServer::start(TestClock::Off).await;
     for path in [
-        "/api/deploy2/start_push",
-        "/api/deploy2/evaluate_push",
-        "/api/get_config_hashes",
+        "/api/deploy2/evaluate_schema",
         "/api/run_test_function",
         "/api/push_config",
     ] {
@@ -561,5 +559,114 @@ async fn admin_impersonation_over_the_sync_protocol() {
     send(&mut bad, json!({"type": "Authenticate", "tokenType": "Admin", "value": "tickethub-test|ffff", "baseVersion": 0,
         "impersonating": {"subject": "user_42"}})).await;
     assert_eq!(next(&mut bad).await["type"], "AuthError");
+    server.stop().await;
+}
+
+/// A module shaped like what the `convex` package's `query(...)` registers, written by hand so
+/// the push protocol is tested without the CLI (tests/js/push.test.mjs drives the real one).
+const HAND_MODULE: &str = r#"
+const registered = (flags, invoke) => Object.assign(() => {}, flags, invoke, {
+    exportArgs: () => '{"type":"object","value":{"name":{"fieldType":{"type":"string"},"optional":false}}}',
+    exportReturns: () => "null",
+});
+export const hello = registered({ isQuery: true, isPublic: true }, {
+    invokeQuery: async (args) => JSON.stringify("hi " + JSON.parse(args)[0].name + " at " + (Date.now() === new Date().getTime())),
+});
+"#;
+
+#[tokio::test]
+async fn a_push_without_the_cli_installs_functions_beside_the_built_in_ones() {
+    let server = TestServer::start(TestClock::Off).await;
+    let admin = [("Authorization", ADMIN)];
+    let hashes = request(server.api, "POST", "/api/get_config_hashes", &admin, b"{}").await;
+    assert_eq!(hashes.status, 200, "{}", hashes.text());
+    assert_eq!(hashes.json()["config"]["functions"], "convex/");
+
+    let bad = request(server.api, "POST", "/api/deploy2/start_push", &admin, b"{}").await;
+    bad.assert_error(400, "BadRequest");
+
+    let body = json!({
+        "adminKey": "ignored-when-the-header-is-there",
+        "dryRun": false,
+        "appDefinition": {
+            "definition": null, "dependencies": [], "schema": null,
+            "changedModules": [{"path": "greet.js", "source": HAND_MODULE, "environment": "isolate"}],
+            "unchangedModuleHashes": [], "udfServerVersion": "1.48.0",
+        },
+        "componentDefinitions": [], "nodeDependencies": [],
+    });
+    let started = request(
+        server.api,
+        "POST",
+        "/api/deploy2/start_push",
+        &admin,
+        body.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(started.status, 200, "{}", started.text());
+    let analysis = &started.json()["analysis"][""]["functions"]["greet.js"]["functions"][0];
+    assert_eq!(analysis["name"], "hello");
+    assert_eq!(analysis["udfType"], "Query");
+
+    // Not installed before finish_push.
+    let early = request(
+        server.api,
+        "POST",
+        "/api/query",
+        &[],
+        br#"{"path":"greet:hello","args":{"name":"Ada"}}"#,
+    )
+    .await;
+    assert_eq!(early.json()["status"], "error", "{}", early.text());
+
+    let finish = json!({"startPush": started.json(), "dryRun": false});
+    let finished = request(
+        server.api,
+        "POST",
+        "/api/deploy2/finish_push",
+        &admin,
+        finish.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(finished.status, 200, "{}", finished.text());
+
+    let called = request(
+        server.api,
+        "POST",
+        "/api/query",
+        &[],
+        br#"{"path":"greet:hello","args":{"name":"Ada"}}"#,
+    )
+    .await;
+    assert_eq!(
+        called.json()["value"],
+        "hi Ada at true",
+        "{}",
+        called.text()
+    );
+    let invalid = request(
+        server.api,
+        "POST",
+        "/api/query",
+        &[],
+        br#"{"path":"greet:hello","args":{}}"#,
+    )
+    .await;
+    assert!(
+        invalid.text().contains("ArgumentValidationError"),
+        "{}",
+        invalid.text()
+    );
+
+    // A second finish_push has nothing pending.
+    let again = request(
+        server.api,
+        "POST",
+        "/api/deploy2/finish_push",
+        &admin,
+        finish.to_string().as_bytes(),
+    )
+    .await;
+    again.assert_error(400, "NoPendingPush");
     server.stop().await;
 }

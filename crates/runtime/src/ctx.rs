@@ -311,17 +311,13 @@ pub(crate) fn invoke_query(
     let Handler::Query(handler) = &spec.handler else {
         return Err(FnError::Internal(format!("{} is not a query", spec.path)));
     };
-    let tables = SourceTables(&source);
-    crate::engine::check_args(spec, &args, &tables)?;
     let ctx = QueryCtx {
         db: DatabaseReader { source },
         auth: auth.clone(),
         storage: StorageReader { source, env },
         env,
     };
-    let result = handler(&ctx, args)?;
-    crate::engine::check_returns(spec, &result, &tables)?;
-    Ok(result)
+    checked(spec, &source, args, |args| handler(&ctx, args))
 }
 
 /// Validate args, run a mutation handler inside the writer's transaction, validate the result.
@@ -333,10 +329,8 @@ pub(crate) fn invoke_mutation(
     args: Value,
 ) -> Result<Value, FnError> {
     let source = Source::Writer(txn);
-    let tables = SourceTables(&source);
     match &spec.handler {
         Handler::Mutation(handler) => {
-            crate::engine::check_args(spec, &args, &tables)?;
             let ctx = MutationCtx {
                 db: DatabaseWriter { txn },
                 auth: auth.clone(),
@@ -344,9 +338,7 @@ pub(crate) fn invoke_mutation(
                 storage: StorageWriter { txn, env },
                 env,
             };
-            let result = handler(&ctx, args)?;
-            crate::engine::check_returns(spec, &result, &tables)?;
-            Ok(result)
+            checked(spec, &source, args, |args| handler(&ctx, args))
         }
         Handler::Query(_) => invoke_query(spec, source, auth, env, args),
         Handler::Action(_) => Err(FnError::Internal(format!("{} is an action", spec.path))),
@@ -362,6 +354,15 @@ pub struct QueryCtx<'a> {
 }
 
 impl QueryCtx<'_> {
+    /// Environment variables as functions see them (the deployment's, then the server
+    /// process's), as a lookup that outlives the context: pushed JavaScript reads
+    /// `process.env` from a callback.
+    pub fn env_lookup(&self) -> impl Fn(&str) -> Option<String> + Send + Sync + 'static {
+        let rt = Runtime {
+            inner: self.env.rt.clone(),
+        };
+        move |name| rt.env_var(name)
+    }
     /// Milliseconds since the epoch, from the runtime's clock (the test clock when enabled),
     /// frozen at the start of the call.
     pub fn now_ms(&self) -> f64 {
@@ -380,6 +381,38 @@ impl QueryCtx<'_> {
         let _depth = self.env.enter()?;
         invoke_query(&spec, self.db.source, &self.auth, self.env, args)
     }
+    /// An inline query whose handler the caller runs itself: a JavaScript function calling
+    /// another one of its bundle (`ctx.runQuery`), whose interpreter is already busy with the
+    /// caller and cannot be entered through the registry. The runtime still resolves the path
+    /// (internal functions included), counts the depth and checks the arguments and the result.
+    pub fn run_inline_with(
+        &self,
+        path: &str,
+        args: Value,
+        run: impl FnOnce(Value) -> Result<Value, FnError>,
+    ) -> Result<Value, FnError> {
+        let spec = self
+            .env
+            .rt
+            .resolve(path, Access::Internal, Some(FunctionKind::Query))?;
+        let _depth = self.env.enter()?;
+        checked(&spec, &self.db.source, args, run)
+    }
+}
+
+/// A function's argument and result checks around its handler (`run`), against the tables of
+/// the snapshot or transaction it runs in. Every query and mutation goes through here.
+fn checked(
+    spec: &crate::FunctionSpec,
+    source: &Source<'_>,
+    args: Value,
+    run: impl FnOnce(Value) -> Result<Value, FnError>,
+) -> Result<Value, FnError> {
+    let tables = SourceTables(source);
+    crate::engine::check_args(spec, &args, &tables)?;
+    let result = run(args)?;
+    crate::engine::check_returns(spec, &result, &tables)?;
+    Ok(result)
 }
 
 /// The context of a mutation: reads and writes in one serializable transaction.
@@ -392,6 +425,13 @@ pub struct MutationCtx<'a> {
 }
 
 impl MutationCtx<'_> {
+    /// As [`QueryCtx::env_lookup`].
+    pub fn env_lookup(&self) -> impl Fn(&str) -> Option<String> + Send + Sync + 'static {
+        let rt = Runtime {
+            inner: self.env.rt.clone(),
+        };
+        move |name| rt.env_var(name)
+    }
     pub fn now_ms(&self) -> f64 {
         self.env.now_ms
     }
@@ -411,6 +451,19 @@ impl MutationCtx<'_> {
         let args = crate::engine::args_value(args)?;
         let _depth = self.env.enter()?;
         invoke_mutation(&spec, self.db.txn, &self.auth, self.env, args)
+    }
+    /// As [`QueryCtx::run_inline_with`], for `ctx.runQuery` / `ctx.runMutation` in a mutation:
+    /// `kind` is what the caller asked for, and the function must be of that kind.
+    pub fn run_inline_with(
+        &self,
+        path: &str,
+        kind: FunctionKind,
+        args: Value,
+        run: impl FnOnce(Value) -> Result<Value, FnError>,
+    ) -> Result<Value, FnError> {
+        let spec = self.env.rt.resolve(path, Access::Internal, Some(kind))?;
+        let _depth = self.env.enter()?;
+        checked(&spec, &Source::Writer(self.db.txn), args, run)
     }
 }
 

@@ -141,6 +141,9 @@ impl Execution {
 
 pub(crate) struct Inner {
     pub(crate) functions: HashMap<String, Arc<FunctionSpec>>,
+    /// Functions pushed with `npx convex deploy` (JavaScript), beside the built-in ones and
+    /// replaced whole by each push. Never holds a path of `functions` (refused at push time).
+    pub(crate) pushed: parking_lot::RwLock<Arc<HashMap<String, Arc<FunctionSpec>>>>,
     pub(crate) routes: Vec<HttpRoute>,
     pub(crate) crons: Vec<CronSpec>,
     pub(crate) store: Store,
@@ -157,6 +160,20 @@ pub(crate) struct Inner {
     /// `ctx.auth.enabled()`: starts as `config.auth_enabled`; the server flips it when a
     /// deployment variable turns auth on or off (`CLERK_JWT_ISSUER_DOMAIN`).
     pub(crate) auth_enabled: std::sync::atomic::AtomicBool,
+    /// Cluster mode: how a follower sends mutations and actions to the leader (set by the
+    /// server; the HTTP side lives in the router).
+    forwarder: std::sync::OnceLock<Arc<dyn Forwarder>>,
+}
+
+/// Sends a top-level mutation or action to the cluster's leader and returns its answer
+/// (cluster mode, on a follower). The leader's commit timestamp comes back in
+/// [`CallResult::ts`], so a sync session waits until this node has seen the commit.
+pub trait Forwarder: Send + Sync {
+    fn forward(
+        &self,
+        request: CallRequest,
+        kind: FunctionKind,
+    ) -> futures_util::future::BoxFuture<'static, CallResult>;
 }
 
 fn system_now_ms() -> f64 {
@@ -186,7 +203,14 @@ impl Inner {
     ) -> Result<Arc<FunctionSpec>, FnError> {
         let not_found = || FnError::NotFound(path.to_string());
         let canonical = canonicalize_path(path).map_err(|_| not_found())?;
-        let spec = self.functions.get(&canonical).ok_or_else(not_found)?;
+        let pushed;
+        let spec = match self.functions.get(&canonical) {
+            Some(spec) => spec,
+            None => {
+                pushed = self.pushed.read().clone();
+                pushed.get(&canonical).ok_or_else(not_found)?
+            }
+        };
         if spec.visibility == Visibility::Internal && access == Access::PublicOnly {
             return Err(not_found());
         }
@@ -240,6 +264,7 @@ impl Runtime {
         tables.push(crate::test_clock::system_table());
         tables.extend(crate::storage::system_tables());
         tables.push(crate::env_vars::system_table());
+        tables.push(crate::pushed::system_table());
         tables.extend(crate::snapshot::service::system_tables());
         tables
     }
@@ -295,6 +320,7 @@ impl Runtime {
         Ok(Runtime {
             inner: Arc::new(Inner {
                 functions,
+                pushed: Default::default(),
                 routes: app.routes,
                 crons: app.crons,
                 store,
@@ -305,6 +331,7 @@ impl Runtime {
                 observer,
                 env_vars,
                 auth_enabled: std::sync::atomic::AtomicBool::new(config.auth_enabled),
+                forwarder: std::sync::OnceLock::new(),
                 config,
             }),
         })
@@ -329,7 +356,13 @@ impl Runtime {
                 ticks.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
                 let rt = Runtime { inner };
-                rt.sample_health();
+                // The database's size is a query on Postgres (the blocking client, which must not
+                // run on an async worker): sampled on the blocking pool.
+                if rt.store().reads_wait_on_network() {
+                    let _ = tokio::task::spawn_blocking(move || rt.sample_health()).await;
+                } else {
+                    rt.sample_health();
+                }
             }
         });
     }
@@ -356,6 +389,11 @@ impl Runtime {
             .store(enabled, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Cluster mode: install how this node forwards writes to the leader (once).
+    pub fn set_forwarder(&self, forwarder: Arc<dyn Forwarder>) {
+        let _ = self.inner.forwarder.set(forwarder);
+    }
+
     /// Run a query, mutation or action. Function failures are in `outcome`, never panics.
     pub async fn call(&self, request: CallRequest) -> CallResult {
         let access = if request.caller.is_admin() {
@@ -363,9 +401,22 @@ impl Runtime {
         } else {
             Access::PublicOnly
         };
+        // A follower has no writer: mutations and actions (which may call mutations) run on the
+        // leader, and the caller gets the leader's answer.
+        if self.inner.store.role() == tickethub_store::NodeRole::Follower {
+            if let Some(forwarder) = self.inner.forwarder.get() {
+                let kind = self
+                    .inner
+                    .resolve(&request.path, access, request.expected_kind)
+                    .map(|spec| spec.kind);
+                if let Ok(kind @ (FunctionKind::Mutation | FunctionKind::Action)) = kind {
+                    return forwarder.forward(request, kind).await;
+                }
+            }
+        }
         let auth = Auth::new(request.caller.identity, self.inner.auth_enabled());
         let logs = LogSink::default();
-        let span = tracing::info_span!("request", request_id = %request.request_id);
+        // No span of its own: `execute_at`'s `function_call` span carries the request id.
         let execution = self
             .execute_at(
                 request.path,
@@ -377,7 +428,6 @@ impl Runtime {
                 logs.clone(),
                 Record::TopLevel(Some(request.request_id)),
             )
-            .instrument(span)
             .await;
         CallResult {
             outcome: execution.outcome,
@@ -422,15 +472,30 @@ impl Runtime {
         record: Record,
     ) -> BoxFuture<'static, Execution> {
         let rt = self.clone();
-        // One span per function call (nested calls from actions get their own, inside it).
-        let span = tracing::info_span!("function_call", path = %path, kind = tracing::field::Empty);
+        // One span per function call (nested calls from actions get their own, inside it), at
+        // DEBUG: at the default INFO filter a span costs thousands of instructions per call
+        // (issue #16's profile), and the lines that matter there, failures, name the request id
+        // themselves.
+        let request_id = match &record {
+            Record::TopLevel(Some(id)) => Some(id.clone()),
+            _ => None,
+        };
+        let span = tracing::debug_span!(
+            "function_call",
+            path = %path,
+            kind = tracing::field::Empty,
+            request_id = tracing::field::Empty,
+        );
+        if let Some(id) = &request_id {
+            span.record("request_id", tracing::field::display(id));
+        }
         Box::pin(
             async move {
                 let started = Instant::now();
                 let spec = match rt.inner.resolve(&path, access, expected) {
                     Ok(spec) => spec,
                     Err(e) => {
-                        log_call(&path, None, started, Some(&e));
+                        log_call(&path, None, started, Some(&e), request_id.as_ref());
                         if let Record::TopLevel(request_id) = record {
                             let path = Arc::from(path.as_str());
                             rt.record_call(path, None, started, Some(&e), &logs, request_id);
@@ -443,7 +508,13 @@ impl Runtime {
                     .run_spec(spec.clone(), args, auth, read_at, logs.clone())
                     .await;
                 let error = execution.outcome.as_ref().err();
-                log_call(&spec.path, Some(spec.kind), started, error);
+                log_call(
+                    &spec.path,
+                    Some(spec.kind),
+                    started,
+                    error,
+                    request_id.as_ref(),
+                );
                 if let Record::TopLevel(request_id) = record {
                     rt.record_call(
                         spec.path.clone(),
@@ -496,8 +567,36 @@ impl Runtime {
     /// Every registered function (the app's and the built-in `_system/*` ones), sorted by path.
     pub fn functions(&self) -> Vec<Arc<FunctionSpec>> {
         let mut all: Vec<_> = self.inner.functions.values().cloned().collect();
+        all.extend(self.inner.pushed.read().values().cloned());
         all.sort_by(|a, b| a.path.cmp(&b.path));
         all
+    }
+
+    /// Whether a built-in (compiled-in or `_system/`) function has this canonical path: pushed
+    /// code may not use it.
+    pub fn is_builtin_function(&self, canonical_path: &str) -> bool {
+        self.inner.functions.contains_key(canonical_path)
+    }
+
+    /// Replace the pushed functions with `app`'s. A path the built-in app already defines is
+    /// refused, naming it; then nothing changes.
+    pub fn install_pushed(&self, app: App) -> Result<(), FnError> {
+        if let Some(clash) = app
+            .functions
+            .keys()
+            .find(|p| self.inner.functions.contains_key(*p))
+        {
+            return Err(FnError::msg(format!(
+                "The pushed function `{clash}` has the same path as a built-in function of this server; rename it."
+            )));
+        }
+        let functions = app
+            .functions
+            .into_iter()
+            .map(|(path, spec)| (path, Arc::new(spec)))
+            .collect();
+        *self.inner.pushed.write() = Arc::new(functions);
+        Ok(())
     }
 
     /// The app's HTTP routes, in registration order.
@@ -556,19 +655,29 @@ impl std::fmt::Display for Millis {
     }
 }
 
-/// One tracing line per call: INFO on success, WARN for user errors, ERROR for internal ones.
-fn log_call(path: &str, kind: Option<FunctionKind>, started: Instant, error: Option<&FnError>) {
+/// One tracing line per call: DEBUG on success (every call is in the function log already, which
+/// the dashboard and `npx convex logs` read; a stderr line per call at INFO cost about 16,000
+/// instructions, more than many functions), WARN for user errors, ERROR for internal ones. The
+/// failure lines carry the request id themselves, so they show it without any span enabled.
+fn log_call(
+    path: &str,
+    kind: Option<FunctionKind>,
+    started: Instant,
+    error: Option<&FnError>,
+    request_id: Option<&RequestId>,
+) {
     let duration_ms = Millis(started.elapsed());
     let kind = kind.map_or("-", |k| k.as_str());
+    let request_id = request_id.map(tracing::field::display);
     match error {
         None => {
-            tracing::info!(path, kind, duration_ms = %duration_ms, outcome = "success", "function call")
+            tracing::debug!(path, kind, duration_ms = %duration_ms, outcome = "success", "function call")
         }
         Some(e) if e.is_user_visible() => {
-            tracing::warn!(path, kind, duration_ms = %duration_ms, outcome = e.code(), error = %e, "function call")
+            tracing::warn!(path, kind, request_id, duration_ms = %duration_ms, outcome = e.code(), error = %e, "function call")
         }
         Some(e) => {
-            tracing::error!(path, kind, duration_ms = %duration_ms, outcome = e.code(), error = %e, "function call")
+            tracing::error!(path, kind, request_id, duration_ms = %duration_ms, outcome = e.code(), error = %e, "function call")
         }
     }
 }

@@ -105,6 +105,30 @@ impl EnvVars {
     }
 }
 
+/// Replace the mirror with the table as it is now (cluster mode: on taking the lead, since the
+/// previous leader's updates only reached its own mirror).
+pub(crate) async fn reload(rt: &Runtime) -> Result<(), FnError> {
+    let inner = rt.inner.clone();
+    let (seq, vars) = crate::scheduler::system_mutation(rt, move |txn| {
+        let vars = read_all(txn)?;
+        Ok((inner.env_vars.next_seq.fetch_add(1, Ordering::SeqCst), vars))
+    })
+    .await?;
+    let env = &rt.inner.env_vars;
+    let changed = {
+        let mut mirror = env.vars.write();
+        let changed = mirror.vars != vars;
+        if mirror.seq < seq {
+            *mirror = Mirror { seq, vars };
+        }
+        changed
+    };
+    if changed {
+        env.changed.send_modify(|generation| *generation += 1);
+    }
+    Ok(())
+}
+
 fn all_rows() -> IndexQuery {
     IndexQuery {
         index: BY_NAME.to_string(),

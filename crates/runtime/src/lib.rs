@@ -16,6 +16,7 @@
 //! - [`cli`]: the `_system/cli/*` queries the Convex CLI subscribes to (`data`, `function-spec`).
 //! - [`snapshot`]: snapshot export and import in Convex's ZIP format (`npx convex export` /
 //!   `import`, `tickethub export` / `import`), and the `_exports` / `_snapshot_imports` tables.
+//! - [`pushed`]: the JavaScript modules pushed by `npx convex deploy` (`_modules`).
 //! - [`test_clock`]: the test clock's offset, persisted so test time survives a restart.
 
 pub mod admin;
@@ -26,6 +27,7 @@ pub mod engine;
 pub mod env_vars;
 pub mod error;
 pub mod observe;
+pub mod pushed;
 pub mod registry;
 mod request_id;
 pub mod scheduler;
@@ -41,10 +43,13 @@ pub use ctx::{
 pub use db::{
     DatabaseReader, DatabaseWriter, Doc, IndexRange, PaginationOpts, PaginationResult, Query,
 };
-pub use engine::{CallRequest, CallResult, Caller, Clock, ReadAt, Runtime, RuntimeConfig};
+pub use engine::{
+    CallRequest, CallResult, Caller, Clock, Forwarder, ReadAt, Runtime, RuntimeConfig,
+};
 pub use env_vars::{EnvVarChange, EnvVarError};
 pub use error::FnError;
 pub use observe::{CallOutcome, FunctionLogEntry, HealthSample, Observer};
+pub use pushed::StoredModule;
 pub use registry::{
     canonicalize_path, App, Args, CronSchedule, CronSpec, FunctionKind, FunctionSpec, NoArgs,
     Route, RoutePath, Visibility, SYSTEM_MODULE_PREFIX,

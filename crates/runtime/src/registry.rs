@@ -264,6 +264,12 @@ pub struct FunctionSpec {
 }
 
 impl FunctionSpec {
+    /// Replace the args validator (`None` = any). Functions pushed as JavaScript get theirs
+    /// from the bundle's `exportArgs()`, not from a Rust type.
+    pub fn set_args(&mut self, validator: Option<Validator>) -> &mut FunctionSpec {
+        self.args = validator;
+        self
+    }
     /// Validate results against `validator` (ReturnsValidationError on mismatch).
     pub fn returns(&mut self, validator: Validator) -> &mut FunctionSpec {
         self.returns = Some(validator);
@@ -569,6 +575,10 @@ impl App {
         });
     }
 
+    /// Whether a function is registered at this canonical path.
+    pub fn contains(&self, canonical_path: &str) -> bool {
+        self.functions.contains_key(canonical_path)
+    }
     /// The registered functions, by canonical path.
     pub fn functions(&self) -> impl Iterator<Item = &FunctionSpec> {
         self.functions.values()

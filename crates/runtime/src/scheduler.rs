@@ -156,8 +156,10 @@ pub(crate) struct SchedulerState {
     tick: tokio::sync::Mutex<()>,
     /// Jobs started by this process and not finished (encoded ids).
     inflight: Mutex<HashSet<String>>,
-    /// Start-up work done once: recovery of interrupted actions, cron rows.
-    init: tokio::sync::OnceCell<()>,
+    /// Start-up work done once per leadership term: recovery of interrupted actions, cron
+    /// rows, the environment-variable mirror. `false` until done; a cluster follower sets it
+    /// back to `false`, so a node that leads again redoes it (another leader ran meanwhile).
+    init: tokio::sync::Mutex<bool>,
     /// Next run of each cron (Unix ms), mirrored from `_cron_jobs`.
     cron_next: Mutex<HashMap<String, f64>>,
     /// When the next purge of finished jobs is due (runtime clock, Unix ms); `None` until the

@@ -95,6 +95,11 @@ pub enum StorageError {
     Interrupted,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The file's row is there but its bytes are not on this node's disk: on a single server the
+    /// disk lost them (internal); in a cluster they are on the node that led when they were
+    /// uploaded, so a follower asks the leader.
+    #[error("the bytes of stored file {storage_id} are not on this server's disk")]
+    BlobMissing { storage_id: String },
     /// Disk failure. Internal: the message is for logs.
     #[error("blob storage failed: {0}")]
     Blob(#[from] BlobError),
@@ -115,7 +120,7 @@ impl StorageError {
             StorageError::Blob(BlobError::Io(e)) if e.kind() == std::io::ErrorKind::StorageFull => {
                 "StorageFull"
             }
-            StorageError::Blob(_) => "StorageError",
+            StorageError::Blob(_) | StorageError::BlobMissing { .. } => "StorageError",
         }
     }
 }
@@ -871,12 +876,11 @@ impl FileStorage {
         let meta = metadata_of(&doc)
             .map_err(|e| StorageError::Blob(BlobError::Io(std::io::Error::other(e.to_string()))))?;
         let Some(file) = self.state.blobs.open_blob(&meta.sha256)? else {
-            // The row committed, so the blob was published; gone means the disk lost it.
-            return Err(BlobError::Io(std::io::Error::other(format!(
-                "the blob of {} is missing",
-                meta.id
-            )))
-            .into());
+            // The row committed, so the blob was published (here, or on the cluster node that led
+            // then).
+            return Err(StorageError::BlobMissing {
+                storage_id: meta.id.to_string(),
+            });
         };
         Ok(Some(ServedFile {
             file,

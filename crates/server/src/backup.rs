@@ -43,6 +43,9 @@ pub struct BackupArgs {
     /// The data directory of the server to back up (it may be running).
     #[arg(long, default_value = "./tickethub-data")]
     pub data_dir: PathBuf,
+    /// Only to refuse clearly: a deployment on Postgres is backed up with pg_dump.
+    #[command(flatten)]
+    pub database: crate::database::DatabaseArgs,
     /// Where to write the backup: a new (or empty) directory, or a file ending in `.sqlite3` or
     /// `.db` for the database alone (without stored files).
     #[arg(long)]
@@ -60,6 +63,26 @@ pub struct RestoreArgs {
     /// Replace the database (and stored files) a data directory already holds.
     #[arg(long)]
     pub force: bool,
+    /// Only to refuse clearly: a deployment on Postgres is restored with pg_restore / psql.
+    #[command(flatten)]
+    pub database: crate::database::DatabaseArgs,
+}
+
+/// Backup and restore copy the SQLite file; a deployment on Postgres has none. Postgres's own
+/// tools do that job there, and know how to do it consistently and online.
+fn refuse_postgres(database: &crate::database::DatabaseArgs, what: &str) -> anyhow::Result<()> {
+    let Some(pg) = database.postgres() else {
+        return Ok(());
+    };
+    bail!(
+        "tickethub {what} works on the SQLite file of a data dir, and this deployment keeps its \
+         data in {}. Use PostgreSQL's own tools: `pg_dump --format=custom --schema={schema} \
+         <database URL> > tickethub.dump` to back it up, `pg_restore --dbname=<database URL> \
+         tickethub.dump` to restore it (into a database without that schema), and copy the data \
+         dir's storage/ directory for the stored files.",
+        crate::database::describe(&tickethub_store::StoreLocation::Postgres(pg.clone())),
+        schema = pg.schema,
+    )
 }
 
 /// The database path and the blob directory of a data directory (or backup directory).
@@ -86,6 +109,7 @@ fn shape_of(to: &Path) -> BackupShape {
 }
 
 pub fn run_backup(args: BackupArgs) -> anyhow::Result<()> {
+    refuse_postgres(&args.database, "backup")?;
     let started = Instant::now();
     let db = args.data_dir.join(DB_FILE);
     let shape = shape_of(&args.to);
@@ -232,6 +256,7 @@ fn copy_blob(mut file: fs::File, target: &BlobDir, expected: &Sha256) -> anyhow:
 }
 
 pub fn run_restore(args: RestoreArgs) -> anyhow::Result<()> {
+    refuse_postgres(&args.database, "restore")?;
     let started = Instant::now();
     let (db_source, blob_source) = if args.from.is_dir() {
         let manifest = args.from.join(MANIFEST_FILE);

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use tickethub_runtime::{Clock, JobRetention};
 
 use crate::server::{AdminKeySource, SchemaSource, ServerOptions};
@@ -35,6 +35,9 @@ pub enum Command {
     /// Import a snapshot ZIP, or a JSONL / JSON / CSV file into one table, into a stopped
     /// server's data dir.
     Import(crate::snapshot::ImportArgs),
+    /// Copy every table, every document (keeping `_id` and `_creationTime`) from one database to
+    /// another: a data dir (SQLite) or a Postgres URL on either side.
+    Migrate(crate::migrate::MigrateArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -48,9 +51,12 @@ pub struct ServeArgs {
     /// Address both ports listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: IpAddr,
-    /// Where the database and the generated admin key live.
+    /// Where the database (unless --database-url), stored files and the generated admin key
+    /// live.
     #[arg(long, default_value = "./tickethub-data")]
     pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub database: crate::database::DatabaseArgs,
     /// The admin key (`Authorization: Convex <key>`). Without it (and without the env var) a key
     /// is generated once, kept in the data dir and printed at start-up.
     #[arg(long, env = "TICKETHUB_ADMIN_KEY", hide_env_values = true)]
@@ -58,6 +64,10 @@ pub struct ServeArgs {
     /// A schema.toml to use instead of the one built into the binary.
     #[arg(long)]
     pub schema: Option<PathBuf>,
+    /// `none`: start without the built-in app and its schema, for a team that brings only its
+    /// own `convex/` folder (pushed with `npx convex deploy`).
+    #[arg(long, value_enum, default_value_t = AppChoice::Builtin)]
+    pub app: AppChoice,
     /// Let tests move time forward: enables POST /api/test/advance_time (admin only).
     #[arg(long)]
     pub test_clock: bool,
@@ -73,6 +83,27 @@ pub struct ServeArgs {
     /// it is purged, in ms. Default 7 days, as Convex (knob TICKETHUB_SCHEDULED_JOB_RETENTION).
     #[arg(long, value_name = "MS")]
     pub scheduled_job_retention_ms: Option<u64>,
+    /// Cluster mode: this node's name. Several nodes over one Postgres (--database-url): one
+    /// leads (writes, runs the scheduler and crons), the others serve reads and live queries and
+    /// forward writes to it; when the leader dies another takes over. Needs --advertise-url.
+    #[arg(long, requires_all = ["advertise_url", "database_url"])]
+    pub node_id: Option<String>,
+    /// Cluster mode: how the other nodes reach this one's API port (http://host:port).
+    #[arg(long, requires = "node_id")]
+    pub advertise_url: Option<String>,
+    /// Cluster mode: how long the leader's lease lives without renewal, in ms: the failover
+    /// time. Default 10 s (knob TICKETHUB_CLUSTER_LEASE_TTL).
+    #[arg(long, value_name = "MS", requires = "node_id", value_parser = clap::value_parser!(u64).range(300..))]
+    pub lease_ttl_ms: Option<u64>,
+}
+
+/// Which functions a server starts with (`serve --app`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AppChoice {
+    /// The app compiled into this binary, with its schema.
+    Builtin,
+    /// No built-in functions and no built-in tables: only what is pushed.
+    None,
 }
 
 impl ServeArgs {
@@ -91,9 +122,10 @@ impl ServeArgs {
     }
 
     pub fn into_options(self, default_schema_toml: &'static str) -> anyhow::Result<ServerOptions> {
-        let schema = match self.schema {
-            Some(path) => SchemaSource::File(path),
-            None => SchemaSource::Embedded(default_schema_toml),
+        let schema = match (self.schema, self.app) {
+            (Some(path), _) => SchemaSource::File(path),
+            (None, AppChoice::Builtin) => SchemaSource::Embedded(default_schema_toml),
+            (None, AppChoice::None) => SchemaSource::Embedded(""),
         };
         let admin_key = match self.admin_key {
             Some(key) => AdminKeySource::Given(key),
@@ -103,6 +135,7 @@ impl ServeArgs {
             host: self.host,
             port: self.port,
             site_port: self.site_port,
+            database: self.database.location(&self.data_dir),
             data_dir: self.data_dir,
             admin_key,
             schema,
@@ -124,6 +157,15 @@ impl ServeArgs {
             },
             env: std::env::vars().collect(),
             auth: crate::server::AuthSource::Environment,
+            cluster: self.node_id.map(|node_id| tickethub_store::ClusterOptions {
+                node_id,
+                advertise_url: self.advertise_url.unwrap_or_default(),
+                lease_ttl: self
+                    .lease_ttl_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(*tickethub_knobs::CLUSTER_LEASE_TTL),
+                poll_every: *tickethub_knobs::CLUSTER_COMMIT_POLL,
+            }),
         })
     }
 }

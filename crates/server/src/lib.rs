@@ -9,6 +9,8 @@
 //! - [`codegen`]: `tickethub codegen --out <dir>`: `_generated/` TypeScript from the registry.
 //! - [`backup`]: `tickethub backup` and `tickethub restore`.
 //! - [`snapshot`]: `tickethub export` / `tickethub import`, offline on a data dir, with progress bars.
+//! - [`database`]: `--database-url` / `--database-schema`: SQLite in the data dir or Postgres.
+//! - [`migrate`]: `tickethub migrate --from <dir|url> --to <dir|url>`, with progress bars.
 //! - [`auth_bridge`]: the router's `Authenticator` over the auth crate (Clerk JWTs, admin key).
 //!
 //! Start-up order matters: listeners are bound before the store is opened, so a port in use fails
@@ -19,10 +21,12 @@ pub mod auth_bridge;
 pub mod backup;
 pub mod cli;
 pub mod codegen;
+pub mod database;
+pub mod migrate;
 pub mod server;
 pub mod snapshot;
 
-pub use cli::{Cli, Command, ServeArgs};
+pub use cli::{AppChoice, Cli, Command, ServeArgs};
 pub use server::{AdminKeySource, Server, ServerOptions};
 
 use clap::Parser;
@@ -49,7 +53,12 @@ pub fn main_with(app: App, default_schema_toml: &'static str) -> anyhow::Result<
         Some(Command::Restore(args)) => return backup::run_restore(args),
         Some(Command::Export(args)) => return snapshot::export(args, default_schema_toml),
         Some(Command::Import(args)) => return snapshot::import(args, default_schema_toml),
+        Some(Command::Migrate(args)) => return migrate::run(args, default_schema_toml),
         None => ServeArgs::parse_from(["serve"]),
+    };
+    let app = match args.app {
+        AppChoice::Builtin => app,
+        AppChoice::None => App::new(),
     };
     let options = args.into_options(default_schema_toml)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

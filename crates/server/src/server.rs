@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use tickethub_auth::{AdminKey, AdminKeyOrigin, AuthConfig, StripeVerifier, TokenVerifier};
 use tickethub_router::{AppState, GracePeriod, RouterConfig, Surface};
 use tickethub_runtime::{App, Clock, JobRetention, Runtime, RuntimeConfig, StorageConfig};
-use tickethub_store::{DataDirLock, Schema, Store, StoreOptions};
+use tickethub_store::{DataDirLock, Schema, Store, StoreLocation, StoreOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -56,7 +56,11 @@ pub struct ServerOptions {
     /// 0 picks a free port (see [`Server::api_addr`]).
     pub port: u16,
     pub site_port: u16,
+    /// Stored files, the admin key and the lock; the SQLite database too unless `database` says
+    /// Postgres.
     pub data_dir: PathBuf,
+    /// Where the documents live (`--database-url`): the data dir's SQLite file or Postgres.
+    pub database: StoreLocation,
     pub admin_key: AdminKeySource,
     pub schema: SchemaSource,
     pub clock: Clock,
@@ -70,6 +74,8 @@ pub struct ServerOptions {
     /// Given to functions (`ctx.env`) and read for auth configuration.
     pub env: BTreeMap<String, String>,
     pub auth: AuthSource,
+    /// Cluster mode (`--node-id`): this node's part in a cluster over Postgres.
+    pub cluster: Option<tickethub_store::ClusterOptions>,
 }
 
 /// A running server. Dropping it without [`Server::shutdown`] leaves the tasks running.
@@ -80,6 +86,8 @@ pub struct Server {
     /// Set when the key came from (or was written to) the data dir, to tell the operator.
     admin_key_file: Option<(AdminKeyOrigin, PathBuf)>,
     data_dir: PathBuf,
+    /// The store's location as logs may show it (no password).
+    database: String,
     runtime: Runtime,
     stop: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
@@ -116,7 +124,9 @@ impl Server {
         let data_dir_lock = DataDirLock::acquire(&options.data_dir)?;
         // A damaged, foreign or newer database file is refused now, with one line naming it and
         // before anything else is said or written; the store checks again when it opens.
-        tickethub_store::check_database_file(&options.data_dir.join(tickethub_store::DB_FILE))?;
+        if let StoreLocation::Sqlite { dir } = &options.database {
+            tickethub_store::check_database_file(&dir.join(tickethub_store::DB_FILE))?;
+        }
         let (admin_key, admin_key_file) = match &options.admin_key {
             AdminKeySource::Given(key) => (
                 AdminKey::from_string(key).map_err(|e| anyhow::anyhow!("{e}"))?,
@@ -152,18 +162,33 @@ impl Server {
         let api_addr = api_listener.local_addr()?;
         let site_addr = site_listener.local_addr()?;
 
-        let store_dir = options.data_dir.clone();
+        let location = options.database.clone();
+        let database = crate::database::describe(&location);
+        tracing::info!("storage: {database}");
+        if let Some(warning) = crate::database::connection_warning(&location) {
+            tracing::warn!("{warning}");
+        }
+        let cluster = options.cluster.clone();
         let store = tokio::task::spawn_blocking(move || {
-            Store::open(&store_dir, schema, StoreOptions::default())
+            open_store_with_pushed_tables(&location, cluster.as_ref(), schema)
         })
         .await
         .context("opening the store")?
+        // The code first (DatabaseInUse, DatabaseUnavailable, ...): scripts and people both
+        // recognise it.
         .map_err(|e| {
+            // At start-up the operator needs the driver's reason (refused, no such host, bad
+            // password), which clients are never shown.
+            let detail = match &e {
+                tickethub_store::StoreError::DatabaseUnavailable(why) => format!(" ({why})"),
+                _ => String::new(),
+            };
             anyhow::anyhow!(
-                "could not open the database in {}: {e}",
-                options.data_dir.display()
+                "could not open the database ({database}): {}: {e}{detail}",
+                e.code()
             )
         })?;
+        tracing::info!(backend = %store.backend(), "store open: {database}");
 
         let config = RuntimeConfig {
             clock: options.clock,
@@ -187,6 +212,18 @@ impl Server {
             .await
             .context("starting the runtime")?
             .map_err(|e| anyhow::anyhow!("could not start the runtime: {e}"))?;
+        if options.cluster.is_some() {
+            runtime.set_forwarder(tickethub_router::cluster::HttpForwarder::new(
+                admin_key.as_str(),
+                runtime.store().clone(),
+            ));
+            tracing::info!(
+                node = runtime.store().node_id().unwrap_or_default(),
+                role = runtime.store().role().as_str(),
+                leader = runtime.store().leader_url().unwrap_or_default(),
+                "cluster node started"
+            );
+        }
         runtime.start_background();
         // After the runtime: a secret set as a deployment variable (`npx convex env set`) counts.
         if runtime.env_var(WEBHOOK_SECRET_ENV).is_none() {
@@ -223,6 +260,17 @@ impl Server {
                 ..RouterConfig::default()
             },
         );
+        // The functions of the last push (`npx convex deploy`), beside the built-in ones. A push
+        // that no longer loads (a newer tickethub refusing it) leaves only the built-in app.
+        let pushes = state.pushes.clone();
+        match tokio::task::spawn_blocking(move || pushes.load_stored()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(count)) => tracing::info!(functions = count, "pushed functions loaded"),
+            Ok(Err(e)) => {
+                tracing::error!(code = e.code(), "the stored push could not be loaded: {e}")
+            }
+            Err(e) => tracing::error!("loading the stored push panicked: {e}"),
+        }
         let (stop, stop_rx) = watch::channel(false);
         let listeners = [(api_listener, Surface::Api), (site_listener, Surface::Site)]
             .into_iter()
@@ -246,6 +294,7 @@ impl Server {
             admin_key,
             admin_key_file,
             data_dir: options.data_dir,
+            database: crate::database::describe(&options.database),
             runtime,
             stop,
             listeners,
@@ -276,10 +325,11 @@ impl Server {
             );
         }
         println!(
-            "tickethub listening: api http://{}, site http://{}, data {}",
+            "tickethub listening: api http://{}, site http://{}, data {}, database {}",
             self.api_addr,
             self.site_addr,
-            self.data_dir.display()
+            self.data_dir.display(),
+            self.database
         );
     }
 
@@ -321,4 +371,62 @@ async fn bind(host: IpAddr, port: u16, what: &str) -> anyhow::Result<TcpListener
         };
         anyhow::anyhow!("could not listen on {addr} for the {what} port: {e}{hint}")
     })
+}
+
+/// Open the store; if the stored push (`npx convex deploy`) declares tables the schema lacks,
+/// close it and open it again with those tables added (schemaless, with the push's indexes):
+/// the store's tables are fixed while it is open, so this is where pushed tables come to exist.
+fn open_store_with_pushed_tables(
+    location: &StoreLocation,
+    cluster: Option<&tickethub_store::ClusterOptions>,
+    mut schema: Schema,
+) -> Result<Store, tickethub_store::StoreError> {
+    // Cluster mode (`--node-id`) over Postgres; otherwise the one writer on SQLite or Postgres.
+    let open = |schema: Schema| match (location, cluster) {
+        (StoreLocation::Postgres(at), Some(cluster)) => {
+            Store::open_cluster(at, cluster.clone(), schema, StoreOptions::default())
+        }
+        _ => Store::open_at(location, schema, StoreOptions::default()),
+    };
+    let store = open(schema.clone())?;
+    let modules = match tickethub_runtime::pushed::read_stored_modules(&store) {
+        Ok(modules) => modules,
+        Err(e) => {
+            tracing::error!("could not read the stored push: {e}");
+            return Ok(store);
+        }
+    };
+    let existing = schema.tables.keys().cloned().collect();
+    let tables = match tickethub_js::PushService::tables_to_create(modules, &existing) {
+        Ok(tables) => tables,
+        Err(e) => {
+            tracing::error!(
+                code = e.code(),
+                "the stored push could not be analyzed: {e}"
+            );
+            return Ok(store);
+        }
+    };
+    if tables.is_empty() {
+        return Ok(store);
+    }
+    store.close()?;
+    drop(store);
+    for table in tables {
+        tracing::info!(table = %table.name, "adding a table of the pushed schema");
+        schema.tables.insert(
+            table.name.clone(),
+            tickethub_store::TableDef {
+                name: table.name,
+                fields: Default::default(),
+                indexes: table
+                    .indexes
+                    .into_iter()
+                    .map(|(name, fields)| tickethub_store::IndexDef { name, fields })
+                    .collect(),
+                validate: false,
+            },
+        );
+    }
+    open(schema)
 }

@@ -1,6 +1,6 @@
 //! `tickethub export` and `tickethub import`: the same ZIP snapshots as `npx convex export` /
 //! `import`, done offline on a data dir (the server must be stopped: both take the data dir's
-//! lock), with progress bars.
+//! lock, and on Postgres the database's writer lease), with progress bars.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -15,7 +15,9 @@ use tickethub_runtime::snapshot::{
     apply_import, plan_import, write_export, ImportFormat, ImportMode, ImportSource, IncludeStorage,
 };
 use tickethub_runtime::Runtime;
-use tickethub_store::{DataDirLock, Schema, Store, StoreOptions};
+use tickethub_store::{DataDirLock, Schema, Store, StoreLocation, StoreOptions};
+
+use crate::database::{describe, DatabaseArgs};
 
 /// `tickethub export`.
 #[derive(Args, Debug, Clone)]
@@ -23,6 +25,8 @@ pub struct ExportArgs {
     /// The data dir of a stopped server.
     #[arg(long, default_value = "./tickethub-data")]
     pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
     /// The ZIP to write (Convex's snapshot format).
     #[arg(long)]
     pub path: PathBuf,
@@ -40,6 +44,8 @@ pub struct ImportArgs {
     /// The data dir of a stopped server.
     #[arg(long, default_value = "./tickethub-data")]
     pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
     /// The table to import into (JSONL, JSON or CSV files; not with a ZIP).
     #[arg(long)]
     pub table: Option<String>,
@@ -65,13 +71,11 @@ pub struct ImportArgs {
     pub path: PathBuf,
 }
 
-/// The data dir's store, with the server's schema (the app's plus the system tables), after
-/// taking the data dir's lock (so no server is running on it).
-fn open(
-    data_dir: &Path,
+/// The server's schema: the app's (embedded, or `--schema`) plus the system tables.
+pub(crate) fn server_schema(
     schema_file: Option<&Path>,
     default_schema: &str,
-) -> anyhow::Result<(DataDirLock, Store)> {
+) -> anyhow::Result<Schema> {
     let text = match schema_file {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("could not read the schema file {}", path.display()))?,
@@ -81,17 +85,53 @@ fn open(
     for table in Runtime::system_tables() {
         schema.add_system_table(table);
     }
-    if !data_dir.join(tickethub_store::store::DB_FILE).exists() {
-        anyhow::bail!("{} holds no tickethub database", data_dir.display());
+    Ok(schema)
+}
+
+/// Open an existing deployment's store offline. Its data dir's lock is taken first (so no server
+/// is running on it); on Postgres the store also takes the database's writer lease, which a
+/// running server holds (`DatabaseInUse`).
+pub(crate) fn open_store(location: &StoreLocation, schema: Schema) -> anyhow::Result<Store> {
+    if let StoreLocation::Sqlite { dir } = location {
+        if !dir.join(tickethub_store::store::DB_FILE).exists() {
+            anyhow::bail!("{} holds no tickethub database", dir.display());
+        }
     }
-    let lock = DataDirLock::acquire(data_dir).map_err(|e| {
+    Store::open_at(location, schema, StoreOptions::default()).map_err(|e| {
+        anyhow::anyhow!(
+            "could not open the database ({}): {}: {e}",
+            describe(location),
+            e.code()
+        )
+    })
+}
+
+/// The data dir's lock, for commands that must not run beside a server.
+pub(crate) fn lock_data_dir(data_dir: &Path) -> anyhow::Result<DataDirLock> {
+    DataDirLock::acquire(data_dir).map_err(|e| {
         anyhow::anyhow!(
             "{e} (stop the server first, or use `npx convex export` / `import` against it)"
         )
-    })?;
-    let store = Store::open(data_dir, schema, StoreOptions::default()).map_err(|e| {
-        anyhow::anyhow!("could not open the database in {}: {e}", data_dir.display())
-    })?;
+    })
+}
+
+/// The deployment's store, with the server's schema, after taking the data dir's lock.
+fn open(
+    data_dir: &Path,
+    database: &DatabaseArgs,
+    schema_file: Option<&Path>,
+    default_schema: &str,
+) -> anyhow::Result<(DataDirLock, Store)> {
+    let schema = server_schema(schema_file, default_schema)?;
+    let location = database.location(data_dir);
+    if let StoreLocation::Sqlite { dir } = &location {
+        // Before the lock, which would create the data dir.
+        if !dir.join(tickethub_store::store::DB_FILE).exists() {
+            anyhow::bail!("{} holds no tickethub database", dir.display());
+        }
+    }
+    let lock = lock_data_dir(data_dir)?;
+    let store = open_store(&location, schema)?;
     Ok((lock, store))
 }
 
@@ -100,7 +140,7 @@ fn blob_dir(data_dir: &Path) -> anyhow::Result<BlobDir> {
         .map_err(|e| anyhow::anyhow!("could not open the stored files: {e}"))
 }
 
-fn bar(total: u64, what: &str) -> ProgressBar {
+pub(crate) fn bar(total: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template(&format!(
@@ -113,7 +153,12 @@ fn bar(total: u64, what: &str) -> ProgressBar {
 }
 
 pub fn export(args: ExportArgs, default_schema: &str) -> anyhow::Result<()> {
-    let (_lock, store) = open(&args.data_dir, args.schema.as_deref(), default_schema)?;
+    let (_lock, store) = open(
+        &args.data_dir,
+        &args.database,
+        args.schema.as_deref(),
+        default_schema,
+    )?;
     let storage = if args.include_file_storage {
         IncludeStorage::Yes
     } else {
@@ -192,7 +237,12 @@ pub fn import(args: ImportArgs, default_schema: &str) -> anyhow::Result<()> {
         mode,
         max_uncompressed_bytes: *tickethub_knobs::IMPORT_MAX_UNCOMPRESSED_BYTES,
     };
-    let (_lock, store) = open(&args.data_dir, args.schema.as_deref(), default_schema)?;
+    let (_lock, store) = open(
+        &args.data_dir,
+        &args.database,
+        args.schema.as_deref(),
+        default_schema,
+    )?;
     let checking = ProgressBar::new_spinner();
     checking.set_message(format!("checking {}", args.path.display()));
     checking.enable_steady_tick(Duration::from_millis(100));

@@ -158,6 +158,9 @@ fn options(data_dir: &Path, schema: &str) -> ServerOptions {
         port: 0,
         site_port: 0,
         data_dir: data_dir.to_path_buf(),
+        database: tickethub_store::StoreLocation::Sqlite {
+            dir: data_dir.to_path_buf(),
+        },
         admin_key: AdminKeySource::Given("tickethub-admin|test".into()),
         schema: SchemaSource::Text(schema.into()),
         clock: Clock::System,
@@ -166,6 +169,7 @@ fn options(data_dir: &Path, schema: &str) -> ServerOptions {
         scheduled_jobs: Default::default(),
         env: Default::default(),
         auth: AuthSource::Config(tickethub_auth::AuthConfig::disabled()),
+        cluster: None,
     }
 }
 

@@ -13,13 +13,16 @@
 //! - `reads`: indexed point reads on 1 and 2 threads, measured the way the runtime reads (one
 //!   snapshot per query: `store.read()` + `collect(limit 1)`) and many reads in one snapshot.
 //! - `scale`: per-snapshot point reads at 10k vs 1M documents.
+//!
+//! With `TICKETHUB_BENCH_POSTGRES=<url>` every section runs on Postgres (a fresh schema each).
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tickethub_store::{
-    DocReader, IndexQuery, Order, Outcome, Schema, Store, StoreError, StoreOptions,
+    DocReader, IndexQuery, Order, Outcome, PostgresLocation, Schema, Store, StoreError,
+    StoreLocation, StoreOptions,
 };
 use tickethub_value::{Object, Value};
 
@@ -32,12 +35,29 @@ indexes.by_user_id = ["userId"]
 indexes.by_email = ["email"]
 "#;
 
+/// SQLite in `dir`, or with `TICKETHUB_BENCH_POSTGRES=<url>` a fresh schema of that Postgres.
 fn open(dir: &std::path::Path, durable: bool) -> Store {
     let options = StoreOptions {
         durable,
         ..StoreOptions::default()
     };
-    Store::open(dir, Schema::from_toml(SCHEMA).unwrap(), options).unwrap()
+    let location = match std::env::var("TICKETHUB_BENCH_POSTGRES") {
+        Ok(url) if !url.is_empty() => {
+            let name = dir.file_name().unwrap().to_string_lossy().to_lowercase();
+            let schema: String = name
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            StoreLocation::Postgres(PostgresLocation {
+                url,
+                schema: format!("bench_{schema}"),
+            })
+        }
+        _ => StoreLocation::Sqlite {
+            dir: dir.to_path_buf(),
+        },
+    };
+    Store::open_at(&location, Schema::from_toml(SCHEMA).unwrap(), options).unwrap()
 }
 
 fn user(n: u64) -> Object {

@@ -7,13 +7,12 @@
 //! so it lands whole or not at all), and its write set says "everything" instead of listing its
 //! keys, so memory does not grow with the rows written and every live query re-runs once.
 
-use rusqlite::params;
 use tickethub_value::{DocumentId, Object, TableNumber, Value};
 
-use crate::catalog::{id_from_key, id_key, IndexKind};
+use crate::backend::{table_id_range, ScanRange};
+use crate::catalog::{id_from_key, IndexKind};
 use crate::codec::decode_fields;
-use crate::txn::load;
-use crate::{Document, ReadTxn, StoreError, Visit, WriteTxn};
+use crate::{Document, Order, ReadTxn, StoreError, Visit, WriteTxn};
 
 /// Failures of bulk writes, beyond the ordinary store errors.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +88,7 @@ impl WriteTxn<'_> {
                 )))
             }
             Some(id) => {
-                if load(self.conn, &id)?.is_some() {
+                if self.conn.load(&id)?.is_some() {
                     return Err(BulkError::DuplicateId {
                         table: table.to_string(),
                         id: id.encode(),
@@ -103,11 +102,7 @@ impl WriteTxn<'_> {
                 id
             }
         };
-        self.conn
-            .prepare_cached("INSERT INTO documents (id, creation_time, body) VALUES (?1, ?2, ?3)")
-            .map_err(StoreError::from)?
-            .execute(params![id_key(&id), creation_time, body])
-            .map_err(StoreError::from)?;
+        self.conn.insert_document(&id, creation_time, &body)?;
         let id_value = Value::String(id.encode());
         for index in info.all_indexes() {
             let key = index.key_of(&id, &id_value, creation_time, &fields);
@@ -122,44 +117,25 @@ impl WriteTxn<'_> {
     /// How many documents `table` holds, as this transaction sees it.
     pub fn count_documents(&self, table: &str) -> Result<u64, StoreError> {
         let info = self.catalog.require(table)?;
-        let (start, end) = table_id_range(info.number);
-        let n: i64 = self
-            .conn
-            .prepare_cached("SELECT count(*) FROM documents WHERE id >= ?1 AND id < ?2")?
-            .query_row(params![start, end], |r| r.get(0))?;
-        Ok(n as u64)
+        self.conn.count_documents(info.number)
     }
 
     /// Delete every document of `table` (and its index entries). Returns how many there were.
     pub fn clear_table(&mut self, table: &str) -> Result<u64, StoreError> {
         let info = self.catalog.require(table)?.clone();
-        let (start, end) = table_id_range(info.number);
-        for index in info.all_indexes() {
-            if index.kind == IndexKind::Entries {
-                self.conn
-                    .prepare_cached("DELETE FROM index_entries WHERE index_id = ?1")?
-                    .execute(params![index.id])?;
-            }
-        }
-        let removed = self
-            .conn
-            .prepare_cached("DELETE FROM documents WHERE id >= ?1 AND id < ?2")?
-            .execute(params![start, end])?;
+        let entries: Vec<_> = info
+            .all_indexes()
+            .filter(|index| index.kind == IndexKind::Entries)
+            .map(|index| index.id)
+            .collect();
+        let removed = self.conn.clear_table(info.number, &entries)?;
         if removed > 0 {
             // Clearing is always reported as "everything changed": listing each key would
             // mean reading every row first.
             self.writes.everything = true;
         }
-        Ok(removed as u64)
+        Ok(removed)
     }
-}
-
-/// The primary-key range of one table's rows: its number, big endian, is the key's prefix.
-fn table_id_range(number: TableNumber) -> (Vec<u8>, Vec<u8>) {
-    let start = number.0.to_be_bytes().to_vec();
-    let end = (u64::from(number.0) + 1) as u32;
-    // Table numbers stay far below u32::MAX, so `end` does not wrap.
-    (start, end.to_be_bytes().to_vec())
 }
 
 impl ReadTxn {
@@ -179,7 +155,7 @@ impl ReadTxn {
     }
 
     /// Call `visit` with every document of `table` in `_id` order, streamed from this snapshot
-    /// (one SQLite statement: memory stays flat however large the table). Not counted against
+    /// (streamed by the engine: memory stays flat however large the table). Not counted against
     /// the read caps nor recorded in a read set: exports use it, not functions.
     pub fn for_each_document<E>(
         &self,
@@ -191,36 +167,34 @@ impl ReadTxn {
     {
         let info = self.catalog.require(table)?.clone();
         let (start, end) = table_id_range(info.number);
-        let mut stmt = self
-            .conn()
-            .prepare_cached(
-                "SELECT id, creation_time, body FROM documents WHERE id >= ?1 AND id < ?2 ORDER BY id",
-            )
-            .map_err(StoreError::from)?;
-        let mut rows = stmt.query(params![start, end]).map_err(StoreError::from)?;
-        while let Some(row) = rows.next().map_err(StoreError::from)? {
-            let id_bytes = row
-                .get_ref(0)
-                .map_err(StoreError::from)?
-                .as_blob()
-                .map_err(|e| StoreError::storage(e.to_string()))?;
-            let id = id_from_key(id_bytes)
+        let range = ScanRange {
+            kind: IndexKind::ById,
+            index: info.by_id.id,
+            start: &start,
+            end: Some(&end),
+            order: Order::Asc,
+        };
+        // The visitor's own error travels out beside the store's.
+        let mut failed: Option<E> = None;
+        self.snapshot.scan(range, &mut |row| {
+            let id = id_from_key(row.id)
                 .ok_or_else(|| StoreError::storage("malformed document id in storage"))?;
-            let creation_time: f64 = row.get(1).map_err(StoreError::from)?;
-            let body = row
-                .get_ref(2)
-                .map_err(StoreError::from)?
-                .as_blob()
-                .map_err(|e| StoreError::storage(e.to_string()))?;
-            let fields = decode_fields(body).map_err(|e| StoreError::storage(e.to_string()))?;
+            let fields = decode_fields(row.body).map_err(|e| StoreError::storage(e.to_string()))?;
             let doc = Document {
                 id,
-                creation_time,
+                creation_time: row.creation_time,
                 fields,
             };
-            if visit(doc)? == Visit::Stop {
-                break;
+            match visit(doc) {
+                Ok(next) => Ok(next),
+                Err(e) => {
+                    failed = Some(e);
+                    Ok(Visit::Stop)
+                }
             }
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
         }
         Ok(())
     }

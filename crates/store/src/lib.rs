@@ -21,9 +21,11 @@
 //! rolls back alone; a batch of queued mutations shares one COMMIT (one fsync), and only then are
 //! their `done` callbacks told. Readers use a pool of WAL connections, each read in one transaction.
 
+mod backend;
 pub mod backup;
 pub mod bulk;
 mod catalog;
+pub mod cluster;
 mod codec;
 mod connection;
 pub mod datafile;
@@ -31,8 +33,11 @@ pub mod lock;
 pub mod log;
 pub mod maintenance;
 mod migrate;
+pub mod pg_connect;
+mod postgres;
 pub mod query;
 pub mod schema;
+mod sqlite;
 pub mod store;
 pub mod txn;
 mod writer;
@@ -41,15 +46,20 @@ pub use backup::{
     integrity_problems, BackupError, BackupPace, BackupProgress, BackupSnapshot, BackupSummary,
 };
 pub use bulk::{BulkError, TableEntry};
+pub use cluster::{ClusterOptions, NodeRole};
 pub use datafile::{
     check_database_file, DataFileError, DataFileState, APPLICATION_ID, FORMAT_VERSION,
 };
 pub use lock::{DataDirLock, DataDirLockError};
 pub use log::{CommitLog, IndexId, ReadRange, ReadSet, WriteSet, WrittenKey};
 pub use maintenance::{Checkpoint, MaintenanceReport};
+pub use pg_connect::{PgConnectOptions, SslMode};
 pub use query::{Bound, IndexQuery, Order, Page, PageRequest, MAX_PAGE_ITEMS};
 pub use schema::{IndexDef, Schema, SchemaError, TableDef};
-pub use store::{CommitHook, CommitInfo, Done, Job, Outcome, Store, StoreOptions, DB_FILE};
+pub use store::{
+    Backend, CommitHook, CommitInfo, Done, Job, Outcome, PostgresLocation, Store, StoreLocation,
+    StoreOptions, DB_FILE,
+};
 pub use txn::{caps, DocReader, Document, ReadTxn, ScanVisitor, SnapshotQuery, Visit, WriteTxn};
 pub use writer::panic_message;
 
@@ -122,6 +132,26 @@ pub enum StoreError {
     /// Only at open; the message names the file.
     #[error(transparent)]
     DataFile(#[from] DataFileError),
+    /// Another process holds the writer lease of this Postgres database and schema: two writers
+    /// would corrupt it, so this one refuses to start.
+    #[error("another tickethub ({holder}) is the writer of this database and schema; only one may write at a time. Stop it first: its lock goes as soon as its connection closes")]
+    DatabaseInUse { holder: String },
+    /// This process lost the writer lease (another one took it over): it can no longer commit.
+    /// Nothing of the refused batch was written.
+    #[error("this server is no longer the database's writer (another tickethub took the lease over); nothing was written")]
+    Fenced,
+    /// The database server cannot be reached (down, restarting, network). Retrying later is
+    /// safe: nothing of a refused batch was written. The detail is for logs.
+    #[error("the database is unavailable; retry shortly")]
+    DatabaseUnavailable(StorageFailure),
+    /// Cluster mode: this node is not the leader and no leader can be reached right now (a
+    /// failover is under way). Nothing was written; retrying shortly is safe.
+    #[error("no cluster leader is reachable right now (a failover may be under way); nothing was written, retry shortly")]
+    LeaderUnavailable,
+    /// The database URL's settings cannot work (an unknown `sslmode`, a root-certificate file
+    /// that holds none): retrying will not help, the URL must change.
+    #[error("the Postgres connection settings are not usable: {0}")]
+    DatabaseConfig(String),
 }
 
 /// A storage failure as SQLite (or the OS) reported it, with its codes kept so that a full disk
@@ -173,6 +203,11 @@ impl StoreError {
             StoreError::Overloaded { .. } => "ServerOverloaded",
             StoreError::ShuttingDown => "ShuttingDown",
             StoreError::DataFile(_) => "DatabaseFileRejected",
+            StoreError::DatabaseInUse { .. } => "DatabaseInUse",
+            StoreError::Fenced => "WriterFenced",
+            StoreError::DatabaseUnavailable(_) => "DatabaseUnavailable",
+            StoreError::LeaderUnavailable => "LeaderUnavailable",
+            StoreError::DatabaseConfig(_) => "DatabaseMisconfigured",
         }
     }
     /// True when the error is the caller's fault (shown to clients as is); false for internal ones.
@@ -185,6 +220,11 @@ impl StoreError {
                 | StoreError::ShuttingDown
                 | StoreError::JobPanicked(_)
                 | StoreError::DataFile(_)
+                | StoreError::DatabaseInUse { .. }
+                | StoreError::Fenced
+                | StoreError::DatabaseUnavailable(_)
+                | StoreError::LeaderUnavailable
+                | StoreError::DatabaseConfig(_)
         )
     }
 
@@ -200,6 +240,9 @@ impl StoreError {
             StoreError::Storage(f) => StoreError::Storage(f.clone()),
             StoreError::StorageFull(f) => StoreError::StorageFull(f.clone()),
             StoreError::ShuttingDown => StoreError::ShuttingDown,
+            StoreError::Fenced => StoreError::Fenced,
+            StoreError::DatabaseUnavailable(f) => StoreError::DatabaseUnavailable(f.clone()),
+            StoreError::LeaderUnavailable => StoreError::LeaderUnavailable,
             other => StoreError::storage(other.to_string()),
         }
     }

@@ -5,9 +5,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use rusqlite::{params, Connection, OptionalExtension};
 use tickethub_value::{TableNumber, Validator};
 
+use crate::backend::{
+    MigrationConn, StoredIndex, META_LAST_CREATION, META_LAST_TS, META_NEXT_INDEX, META_SCHEMA,
+};
 use crate::catalog::{
     id_from_key, Catalog, IndexInfo, IndexKind, TableInfo, BY_CREATION_TIME, BY_ID,
 };
@@ -19,10 +21,8 @@ use crate::{Schema, SchemaError, StoreError, TableDef, Timestamp};
 /// Documents between progress lines while backfilling or checking a table.
 const PROGRESS_EVERY: u64 = 100_000;
 
-pub(crate) const META_LAST_TS: &str = "last_ts";
-pub(crate) const META_LAST_CREATION: &str = "last_creation_time";
-const META_NEXT_INDEX: &str = "next_index_id";
-const META_SCHEMA: &str = "schema";
+/// Documents read per round while checking or backfilling a table.
+const PAGE: usize = 1_000;
 
 /// What the store needs from a migrated database.
 pub(crate) struct Migrated {
@@ -31,46 +31,6 @@ pub(crate) struct Migrated {
     pub(crate) last_ts: Timestamp,
     /// The last `_creationTime` handed out.
     pub(crate) last_creation: f64,
-}
-
-const CREATE_TABLES: &str = "
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value ANY) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS tables (name TEXT PRIMARY KEY, number INTEGER NOT NULL UNIQUE) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS indexes (
-    index_id INTEGER PRIMARY KEY,
-    table_number INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    fields TEXT NOT NULL,
-    UNIQUE (table_number, name)
-);
-CREATE TABLE IF NOT EXISTS documents (id BLOB PRIMARY KEY, creation_time REAL NOT NULL, body BLOB NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS index_entries (
-    index_id INTEGER NOT NULL,
-    key BLOB NOT NULL,
-    doc_id BLOB NOT NULL,
-    PRIMARY KEY (index_id, key)
-) WITHOUT ROWID;
-";
-
-fn meta_get<T: rusqlite::types::FromSql>(
-    conn: &Connection,
-    key: &str,
-) -> Result<Option<T>, StoreError> {
-    Ok(conn
-        .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
-            r.get(0)
-        })
-        .optional()?)
-}
-
-pub(crate) fn meta_set(
-    conn: &Connection,
-    key: &str,
-    value: impl rusqlite::ToSql,
-) -> Result<(), StoreError> {
-    conn.prepare_cached("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")?
-        .execute(params![key, value])?;
-    Ok(())
 }
 
 /// What migration needs from the last schema applied: per table, a fingerprint of its validator.
@@ -85,44 +45,34 @@ fn schema_fingerprint(def: &TableDef) -> serde_json::Value {
     serde_json::json!({ "validate": def.validate, "fields": fields })
 }
 
-/// Index definition as stored in the `indexes` table.
-fn fields_json(fields: &[String]) -> String {
-    serde_json::to_string(fields).expect("strings serialize")
-}
-
-struct StoredIndex {
-    id: IndexId,
-    table_number: u32,
-    name: String,
-    fields: Vec<String>,
-}
-
 /// Create or migrate the database to `schema` inside one transaction.
-pub(crate) fn migrate(conn: &Connection, schema: &Schema) -> Result<Migrated, StoreError> {
-    conn.execute_batch("BEGIN IMMEDIATE")?;
+pub(crate) fn migrate(
+    conn: &mut dyn MigrationConn,
+    schema: &Schema,
+) -> Result<Migrated, StoreError> {
+    conn.begin()?;
     match migrate_in_txn(conn, schema) {
         Ok(result) => {
-            conn.execute_batch("COMMIT")?;
+            conn.commit()?;
             Ok(result)
         }
         Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
+            conn.rollback();
             Err(e)
         }
     }
 }
 
-fn migrate_in_txn(conn: &Connection, schema: &Schema) -> Result<Migrated, StoreError> {
-    conn.execute_batch(CREATE_TABLES)?;
-    crate::datafile::stamp(conn)?;
+fn migrate_in_txn(conn: &mut dyn MigrationConn, schema: &Schema) -> Result<Migrated, StoreError> {
+    conn.create_tables()?;
     for def in schema.tables.values() {
         // System tables come from the engine, not schema.toml, but follow the same index rules.
         crate::schema::check_indexes(def)?;
     }
-    let last_ts = Timestamp(meta_get::<i64>(conn, META_LAST_TS)?.unwrap_or(0) as u64);
-    let last_creation = meta_get::<f64>(conn, META_LAST_CREATION)?.unwrap_or(0.0);
-    let mut next_index: u32 = meta_get::<i64>(conn, META_NEXT_INDEX)?.unwrap_or(1) as u32;
-    let previous: serde_json::Value = match meta_get::<String>(conn, META_SCHEMA)? {
+    let last_ts = Timestamp(conn.meta_i64(META_LAST_TS)?.unwrap_or(0) as u64);
+    let last_creation = conn.meta_f64(META_LAST_CREATION)?.unwrap_or(0.0);
+    let mut next_index: u32 = conn.meta_i64(META_NEXT_INDEX)?.unwrap_or(1) as u32;
+    let previous: serde_json::Value = match conn.meta_text(META_SCHEMA)? {
         Some(text) => serde_json::from_str(&text)
             .map_err(|e| StoreError::storage(format!("stored schema: {e}")))?,
         None => serde_json::json!({}),
@@ -130,15 +80,7 @@ fn migrate_in_txn(conn: &Connection, schema: &Schema) -> Result<Migrated, StoreE
 
     // Table numbers: existing ones kept, new ones appended; rows are never deleted, so a number
     // is never reused.
-    let mut numbers: BTreeMap<String, u32> = BTreeMap::new();
-    {
-        let mut stmt = conn.prepare("SELECT name, number FROM tables")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?;
-        for row in rows {
-            let (name, number) = row?;
-            numbers.insert(name, number);
-        }
-    }
+    let mut numbers: BTreeMap<String, u32> = conn.tables()?.into_iter().collect();
     for name in schema.tables.keys() {
         if numbers.contains_key(name) {
             continue;
@@ -156,36 +98,11 @@ fn migrate_in_txn(conn: &Connection, schema: &Schema) -> Result<Migrated, StoreE
         if system && number >= FIRST_USER_TABLE {
             return Err(StoreError::storage("too many system tables"));
         }
-        conn.execute(
-            "INSERT INTO tables (name, number) VALUES (?1, ?2)",
-            params![name, number],
-        )?;
+        conn.insert_table(name, number)?;
         numbers.insert(name.clone(), number);
     }
 
-    let mut stored: Vec<StoredIndex> = Vec::new();
-    {
-        let mut stmt = conn.prepare("SELECT index_id, table_number, name, fields FROM indexes")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, u32>(0)?,
-                r.get::<_, u32>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-            ))
-        })?;
-        for row in rows {
-            let (id, table_number, name, fields) = row?;
-            let fields: Vec<String> = serde_json::from_str(&fields)
-                .map_err(|e| StoreError::storage(format!("stored index fields: {e}")))?;
-            stored.push(StoredIndex {
-                id,
-                table_number,
-                name,
-                fields,
-            });
-        }
-    }
+    let stored = conn.indexes()?;
 
     let mut catalog = Catalog::default();
     let mut to_backfill: Vec<(Arc<TableInfo>, IndexInfo)> = Vec::new();
@@ -216,11 +133,7 @@ fn migrate_in_txn(conn: &Connection, schema: &Schema) -> Result<Migrated, StoreE
                 }
                 _ => {
                     tracing::info!(table = %name, index = %old.name, "dropping index removed or changed in the schema");
-                    conn.execute(
-                        "DELETE FROM index_entries WHERE index_id = ?1",
-                        params![old.id],
-                    )?;
-                    conn.execute("DELETE FROM indexes WHERE index_id = ?1", params![old.id])?;
+                    conn.drop_index(old.id)?;
                 }
             }
         }
@@ -231,10 +144,12 @@ fn migrate_in_txn(conn: &Connection, schema: &Schema) -> Result<Migrated, StoreE
                 None => {
                     let id = next_index;
                     next_index += 1;
-                    conn.execute(
-                        "INSERT INTO indexes (index_id, table_number, name, fields) VALUES (?1, ?2, ?3, ?4)",
-                        params![id, number, index_name, fields_json(&fields)],
-                    )?;
+                    conn.insert_index(&StoredIndex {
+                        id,
+                        table_number: number,
+                        name: index_name.clone(),
+                        fields: fields.clone(),
+                    })?;
                     (id, true)
                 }
             };
@@ -285,7 +200,7 @@ fn migrate_in_txn(conn: &Connection, schema: &Schema) -> Result<Migrated, StoreE
             continue;
         }
         let mut checked = 0u64;
-        for_each_document(conn, table.number, |id, _, fields| {
+        for_each_document(conn, table.number, &mut |_, id, _, fields| {
             Validator::check_object(&fields, &table.def.fields, &catalog).map_err(|reason| {
                 StoreError::Schema(SchemaError::DataViolates {
                     id: id.encode(),
@@ -303,19 +218,26 @@ fn migrate_in_txn(conn: &Connection, schema: &Schema) -> Result<Migrated, StoreE
 
     for (table, index) in &to_backfill {
         let mut done = 0u64;
-        let mut insert = conn.prepare_cached(
-            "INSERT INTO index_entries (index_id, key, doc_id) VALUES (?1, ?2, ?3)",
+        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(PAGE);
+        for_each_document(
+            conn,
+            table.number,
+            &mut |conn, id, creation_time, fields| {
+                let id_value = tickethub_value::Value::String(id.encode());
+                let key = index.key_of(&id, &id_value, creation_time, &fields);
+                entries.push((key, crate::catalog::id_key(&id)));
+                if entries.len() >= PAGE {
+                    conn.insert_entries(index.id, &entries)?;
+                    entries.clear();
+                }
+                done += 1;
+                if done.is_multiple_of(PROGRESS_EVERY) {
+                    tracing::info!(table = %table.def.name, index = %index.name, done, "backfilling index");
+                }
+                Ok(())
+            },
         )?;
-        for_each_document(conn, table.number, |id, creation_time, fields| {
-            let id_value = tickethub_value::Value::String(id.encode());
-            let key = index.key_of(&id, &id_value, creation_time, &fields);
-            insert.execute(params![index.id, key, crate::catalog::id_key(&id)])?;
-            done += 1;
-            if done.is_multiple_of(PROGRESS_EVERY) {
-                tracing::info!(table = %table.def.name, index = %index.name, done, "backfilling index");
-            }
-            Ok(())
-        })?;
+        conn.insert_entries(index.id, &entries)?;
         if done > 0 {
             tracing::info!(table = %table.def.name, index = %index.name, done, "index backfilled");
         }
@@ -326,12 +248,11 @@ fn migrate_in_txn(conn: &Connection, schema: &Schema) -> Result<Migrated, StoreE
         .values()
         .map(|t| (t.def.name.clone(), schema_fingerprint(&t.def)))
         .collect();
-    meta_set(
-        conn,
+    conn.set_meta_text(
         META_SCHEMA,
-        serde_json::Value::Object(fingerprints).to_string(),
+        &serde_json::Value::Object(fingerprints).to_string(),
     )?;
-    meta_set(conn, META_NEXT_INDEX, i64::from(next_index))?;
+    conn.set_meta_i64(META_NEXT_INDEX, i64::from(next_index))?;
     Ok(Migrated {
         catalog,
         last_ts,
@@ -339,33 +260,36 @@ fn migrate_in_txn(conn: &Connection, schema: &Schema) -> Result<Migrated, StoreE
     })
 }
 
-/// Visit every document of a table in id order.
-fn for_each_document(
-    conn: &Connection,
-    table: TableNumber,
-    mut f: impl FnMut(
+/// What [`for_each_document`] calls with each document: the connection (to write through), the
+/// id, the creation time and the fields.
+type DocumentVisitor<'a> = dyn FnMut(
+        &mut dyn MigrationConn,
         tickethub_value::DocumentId,
         f64,
         tickethub_value::Object,
-    ) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>
+    + 'a;
+
+/// Visit every document of a table in id order, a page at a time; the visitor may write through
+/// the connection between pages.
+fn for_each_document(
+    conn: &mut dyn MigrationConn,
+    table: TableNumber,
+    visit: &mut DocumentVisitor<'_>,
 ) -> Result<(), StoreError> {
-    let start = table.0.to_be_bytes().to_vec();
-    let end = (u64::from(table.0) + 1).to_be_bytes()[4..].to_vec();
-    let mut stmt = conn.prepare(
-        "SELECT id, creation_time, body FROM documents WHERE id >= ?1 AND id < ?2 ORDER BY id",
-    )?;
-    let mut rows = stmt.query(params![start, end])?;
-    while let Some(row) = rows.next()? {
-        let id_bytes: Vec<u8> = row.get(0)?;
-        let id = id_from_key(&id_bytes)
-            .ok_or_else(|| StoreError::storage("malformed document id in storage"))?;
-        let creation_time: f64 = row.get(1)?;
-        let body = row
-            .get_ref(2)?
-            .as_blob()
-            .map_err(|e| StoreError::storage(e.to_string()))?;
-        let fields = decode_fields(body).map_err(|e| StoreError::storage(e.to_string()))?;
-        f(id, creation_time, fields)?;
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = conn.documents_page(table, after.as_deref(), PAGE)?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = Some(last.id.clone());
+        for doc in page {
+            let id = id_from_key(&doc.id)
+                .ok_or_else(|| StoreError::storage("malformed document id in storage"))?;
+            let fields =
+                decode_fields(&doc.body).map_err(|e| StoreError::storage(e.to_string()))?;
+            visit(conn, id, doc.creation_time, fields)?;
+        }
     }
-    Ok(())
 }

@@ -11,11 +11,13 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use tickethub_knobs as knobs;
 
+use crate::backend::{BatchWriter, SnapshotSource};
 use crate::catalog::Catalog;
 use crate::connection::{open_connection, ReaderPool, Role};
 use crate::log::{CommitLog, IndexId};
 use crate::maintenance::{ensure_incremental_vacuum, AutoVacuumMode, MaintenanceReport};
 use crate::migrate::{migrate, Migrated};
+use crate::sqlite::{SqliteSnapshots, SqliteWriter};
 use crate::writer::{CreationClock, IdleUpkeep, Message, Shared, Writer};
 use crate::{ReadTxn, Schema, StoreError, Timestamp, WriteSet, WriteTxn};
 
@@ -82,6 +84,51 @@ pub type Done = Box<dyn FnOnce(Result<CommitInfo, StoreError>) + Send>;
 /// Called on the writer thread after each durable batch, with the commits it made, in order.
 pub type CommitHook = Box<dyn Fn(&[CommitInfo]) + Send + Sync>;
 
+/// Where a store keeps its data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// The embedded default: one SQLite file, `dir/tickethub.sqlite3`.
+    Sqlite {
+        dir: std::path::PathBuf,
+    },
+    Postgres(PostgresLocation),
+}
+
+/// A Postgres database and the schema inside it that holds one deployment's tables (several
+/// deployments can share one database server, each in its own schema).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresLocation {
+    /// `postgres://user:password@host:port/database` (libpq key=value form works too).
+    pub url: String,
+    /// The Postgres schema name; created when missing.
+    pub schema: String,
+}
+
+impl std::fmt::Debug for PostgresLocation {
+    // The URL may carry a password: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresLocation")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which storage engine a store runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        })
+    }
+}
+
 /// The database file inside the store's directory.
 pub const DB_FILE: &str = "tickethub.sqlite3";
 /// First number given to a user table (as in Convex); system tables count up from 1.
@@ -92,17 +139,20 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     catalog: Arc<Catalog>,
     schema: Schema,
-    readers: Arc<ReaderPool>,
+    backend: Backend,
+    snapshots: Arc<dyn SnapshotSource>,
     /// The writer's queue, bounded: a full queue refuses at once (see [`Store::submit`]).
     sender: RwLock<Option<mpsc::SyncSender<Message>>>,
     queue_capacity: usize,
     writer: Mutex<Option<JoinHandle<()>>>,
     shared: Arc<Shared>,
-    /// The database file (its size, with the WAL's, is the database size operators see).
-    db_path: std::path::PathBuf,
+    /// Kept for a writer started later (a cluster follower promoted to leader).
+    options: StoreOptions,
+    /// Cluster mode: the role and the leader's address, shared with the watcher thread.
+    cluster: Option<Arc<crate::cluster::ClusterState>>,
 }
 
 impl Store {
@@ -119,39 +169,115 @@ impl Store {
         // Before the writer connection, which would create, convert (WAL) or "repair" a file that
         // is not ours.
         crate::datafile::check_database_file(&path)?;
-        let writer_conn = open_connection(&path, Role::Writer, options.durable)?;
+        let mut writer = SqliteWriter {
+            conn: open_connection(&path, Role::Writer, options.durable)?,
+        };
+        let migrated = migrate(&mut writer, &schema)?;
+        // Before any reader opens: the conversion's VACUUM needs the database to itself.
+        if ensure_incremental_vacuum(&writer.conn)? == AutoVacuumMode::Converted {
+            tracing::info!(path = %path.display(), "the database now returns freed pages");
+        }
+        let readers = (0..options.readers.max(1))
+            .map(|_| open_connection(&path, Role::Reader, options.durable))
+            .collect::<Result<Vec<_>, _>>()?;
+        let snapshots = SqliteSnapshots {
+            pool: Arc::new(ReaderPool::new(readers)),
+            db_path: path,
+        };
+        Store::start(
+            Backend::Sqlite,
+            Box::new(writer),
+            Arc::new(snapshots),
+            migrated,
+            schema,
+            options,
+        )
+    }
+
+    /// Start the writer thread over an opened, migrated engine.
+    pub(crate) fn start(
+        backend: Backend,
+        writer_conn: Box<dyn BatchWriter>,
+        snapshots: Arc<dyn SnapshotSource>,
+        migrated: Migrated,
+        schema: Schema,
+        options: StoreOptions,
+    ) -> Result<Store, StoreError> {
+        Store::assemble(
+            backend,
+            Some(writer_conn),
+            snapshots,
+            migrated,
+            schema,
+            options,
+            None,
+        )
+    }
+
+    /// A store over an opened engine: with a writer thread when `writer_conn` is given; without
+    /// one (a cluster follower: reads only, until [`Store::promote`]) otherwise.
+    pub(crate) fn assemble(
+        backend: Backend,
+        writer_conn: Option<Box<dyn BatchWriter>>,
+        snapshots: Arc<dyn SnapshotSource>,
+        migrated: Migrated,
+        schema: Schema,
+        options: StoreOptions,
+        cluster: Option<Arc<crate::cluster::ClusterState>>,
+    ) -> Result<Store, StoreError> {
         let Migrated {
             catalog,
             last_ts,
             last_creation,
-        } = migrate(&writer_conn, &schema)?;
+        } = migrated;
         let catalog = Arc::new(catalog);
-        // Before any reader opens: the conversion's VACUUM needs the database to itself.
-        if ensure_incremental_vacuum(&writer_conn)? == AutoVacuumMode::Converted {
-            tracing::info!(path = %path.display(), "the database now returns freed pages");
-        }
-
-        let readers = (0..options.readers.max(1))
-            .map(|_| open_connection(&path, Role::Reader, options.durable))
-            .collect::<Result<Vec<_>, _>>()?;
-        let readers = Arc::new(ReaderPool::new(readers));
         let shared = Arc::new(Shared {
             latest_ts: AtomicU64::new(last_ts.0),
             hooks: RwLock::new(Vec::new()),
             log: CommitLog::new(*tickethub_knobs::COMMIT_LOG_CAPACITY, last_ts),
+            stepping_down: std::sync::atomic::AtomicBool::new(false),
         });
         let queue_capacity = options.queue_capacity.max(1);
-        let (sender, receiver) = mpsc::sync_channel(queue_capacity);
+        let store = Store {
+            inner: Arc::new(Inner {
+                catalog,
+                schema,
+                backend,
+                snapshots,
+                sender: RwLock::new(None),
+                queue_capacity,
+                writer: Mutex::new(None),
+                shared,
+                options,
+                cluster,
+            }),
+        };
+        if let Some(conn) = writer_conn {
+            store.spawn_writer(conn, last_ts, last_creation)?;
+        }
+        Ok(store)
+    }
+
+    /// Start the writer thread, continuing from `last_ts` and `last_creation`.
+    fn spawn_writer(
+        &self,
+        conn: Box<dyn BatchWriter>,
+        last_ts: Timestamp,
+        last_creation: f64,
+    ) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let options = &inner.options;
+        let (sender, receiver) = mpsc::sync_channel(inner.queue_capacity);
         let writer = Writer {
-            conn: writer_conn,
-            catalog: catalog.clone(),
+            conn,
+            catalog: inner.catalog.clone(),
             clock: CreationClock {
                 last: last_creation,
             },
             last_ts,
             max_batch: options.max_batch.max(1),
             gather_wait: options.gather_wait,
-            shared: shared.clone(),
+            shared: inner.shared.clone(),
             last_batch_len: 0,
             idle_upkeep: IdleUpkeep {
                 after: options.idle_maintenance_after,
@@ -163,37 +289,145 @@ impl Store {
             .name("store-writer".into())
             .spawn(move || writer.run(receiver))
             .map_err(|e| StoreError::storage(format!("spawning the writer thread: {e}")))?;
-        Ok(Store {
-            inner: Arc::new(Inner {
-                catalog,
-                schema,
-                readers,
-                sender: RwLock::new(Some(sender)),
-                queue_capacity,
-                writer: Mutex::new(Some(handle)),
-                shared,
-                db_path: path,
-            }),
-        })
+        *inner.writer.lock() = Some(handle);
+        *inner.sender.write() = Some(sender);
+        Ok(())
+    }
+
+    /// Cluster mode: this node became the leader. Start a writer over `conn` (which holds the
+    /// new lease epoch), its timestamps strictly above everything committed so far.
+    pub(crate) fn promote(
+        &self,
+        conn: Box<dyn BatchWriter>,
+        stored_ts: Timestamp,
+        last_creation: f64,
+    ) -> Result<(), StoreError> {
+        let last_ts = stored_ts.max(self.latest_ts());
+        self.inner
+            .shared
+            .stepping_down
+            .store(false, AtomicOrdering::Release);
+        self.inner
+            .shared
+            .latest_ts
+            .fetch_max(last_ts.0, AtomicOrdering::AcqRel);
+        self.spawn_writer(conn, last_ts, last_creation)
+    }
+
+    /// Cluster mode: this node lost the lease. Stop the writer (queued jobs fail with the
+    /// writer's own error or `ShuttingDown`); mutations go to the new leader from now on.
+    pub(crate) fn demote(&self) {
+        self.inner
+            .shared
+            .stepping_down
+            .store(true, AtomicOrdering::Release);
+        let sender = self.inner.sender.write().take();
+        if let Some(sender) = sender {
+            let (ack, acked) = mpsc::channel();
+            if sender.send(Message::Close(ack)).is_ok() {
+                let _ = acked.recv();
+            }
+        }
+        if let Some(handle) = self.inner.writer.lock().take() {
+            let _ = handle.join();
+        }
+    }
+
+    /// Cluster mode, on a follower: commits the leader made, oldest first, as read from the
+    /// commit-log table. They enter the commit log and reach the commit hooks exactly as a local
+    /// batch does, so live queries match them against read sets unchanged.
+    pub(crate) fn feed_commits(&self, commits: &[CommitInfo]) {
+        let Some(last) = commits.last() else { return };
+        for commit in commits {
+            self.inner.shared.log.push(commit.ts, commit.writes.clone());
+        }
+        self.inner
+            .shared
+            .latest_ts
+            .fetch_max(last.ts.0, AtomicOrdering::AcqRel);
+        for hook in self.inner.shared.hooks.read().iter() {
+            hook(commits);
+        }
+    }
+
+    /// A handle that does not keep the store open (the cluster watcher holds one).
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    pub(crate) fn from_weak(weak: &std::sync::Weak<Inner>) -> Option<Store> {
+        weak.upgrade().map(|inner| Store { inner })
+    }
+
+    /// This node's place in a cluster: `Single` outside cluster mode.
+    pub fn role(&self) -> crate::cluster::NodeRole {
+        match &self.inner.cluster {
+            None => crate::cluster::NodeRole::Single,
+            Some(state) => state.role(),
+        }
+    }
+
+    /// Cluster mode: the leader's advertised URL as last read from the lease row (`None` when
+    /// no leader holds a live lease, or outside cluster mode).
+    pub fn leader_url(&self) -> Option<String> {
+        self.inner.cluster.as_ref().and_then(|c| c.leader_url())
+    }
+
+    /// Cluster mode: this node's id.
+    pub fn node_id(&self) -> Option<String> {
+        self.inner.cluster.as_ref().map(|c| c.node_id().to_string())
+    }
+
+    /// Open the store at `location`: [`Store::open`] for SQLite; for Postgres, the same schema
+    /// migration, then this process takes the database's writer lease.
+    pub fn open_at(
+        location: &StoreLocation,
+        schema: Schema,
+        options: StoreOptions,
+    ) -> Result<Store, StoreError> {
+        match location {
+            StoreLocation::Sqlite { dir } => Store::open(dir, schema, options),
+            StoreLocation::Postgres(at) => crate::postgres::open(at, schema, options),
+        }
+    }
+
+    /// Open one node of a cluster over Postgres (`cluster.rs`): it leads when the lease is free,
+    /// else it follows (reads only) and takes over when the leader's lease expires.
+    pub fn open_cluster(
+        at: &PostgresLocation,
+        cluster: crate::ClusterOptions,
+        schema: Schema,
+        options: StoreOptions,
+    ) -> Result<Store, StoreError> {
+        crate::cluster::open(at, cluster, schema, options)
+    }
+
+    /// Whether reads wait on the network (Postgres): async callers then read on blocking threads,
+    /// never on an async worker. SQLite reads are local and bounded, and stay on the worker.
+    pub fn reads_wait_on_network(&self) -> bool {
+        self.inner.backend == Backend::Postgres
+    }
+
+    /// The storage engine this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
     }
 
     /// A consistent snapshot at the latest commit. Blocks the thread while every reader is lent
     /// out: async callers use [`Store::try_read`] first and wait on a blocking thread.
     pub fn read(&self) -> Result<ReadTxn, StoreError> {
-        let conn = self.inner.readers.take()?;
-        ReadTxn::begin(conn, self.inner.readers.clone(), self.inner.catalog.clone())
+        let snapshot = self.inner.snapshots.take()?;
+        Ok(ReadTxn::new(snapshot, self.inner.catalog.clone()))
     }
 
     /// A consistent snapshot at the latest commit if a reader is free right now; `Ok(None)` when
     /// every reader is lent out. Never blocks.
     pub fn try_read(&self) -> Result<Option<ReadTxn>, StoreError> {
-        match self.inner.readers.try_take()? {
-            Some(conn) => {
-                ReadTxn::begin(conn, self.inner.readers.clone(), self.inner.catalog.clone())
-                    .map(Some)
-            }
-            None => Ok(None),
-        }
+        Ok(self
+            .inner
+            .snapshots
+            .try_take()?
+            .map(|snapshot| ReadTxn::new(snapshot, self.inner.catalog.clone())))
     }
 
     /// Queue a job for the writer thread. `done` is called after the batch holding the job is
@@ -203,7 +437,13 @@ impl Store {
     pub fn submit(&self, job: Job, done: Done) {
         let sender = self.inner.sender.read();
         let Some(sender) = sender.as_ref() else {
-            return done(Err(StoreError::ShuttingDown));
+            // A cluster follower has no writer: its runtime forwards mutations to the leader, so
+            // a job reaching here came while the leadership moves.
+            let error = match &self.inner.cluster {
+                Some(state) if !state.is_closed() => StoreError::LeaderUnavailable,
+                _ => StoreError::ShuttingDown,
+            };
+            return done(Err(error));
         };
         match sender.try_send(Message::Job(job, done)) {
             Ok(()) => {}
@@ -285,12 +525,10 @@ impl Store {
             .map(|t| t.def.name.as_str())
     }
 
-    /// Bytes on disk: the database file plus its WAL.
+    /// Bytes on disk: for SQLite the database file plus its WAL; for Postgres the schema's
+    /// tables and indexes.
     pub fn disk_bytes(&self) -> u64 {
-        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-        let mut wal = self.inner.db_path.clone().into_os_string();
-        wal.push("-wal");
-        size(&self.inner.db_path) + size(Path::new(&wal))
+        self.inner.snapshots.disk_bytes()
     }
 
     /// Run one upkeep step now, after the jobs already queued: return up to
@@ -322,6 +560,9 @@ impl Store {
 
 impl Inner {
     fn close(&self) -> Result<(), StoreError> {
+        if let Some(cluster) = &self.cluster {
+            cluster.close();
+        }
         let sender = self.sender.write().take();
         let mut result = Ok(());
         if let Some(sender) = sender {
@@ -334,7 +575,7 @@ impl Inner {
         if let Some(handle) = self.writer.lock().take() {
             let _ = handle.join();
         }
-        self.readers.close();
+        self.snapshots.close();
         result
     }
 }

@@ -1,17 +1,15 @@
-//! Transactions. A [`ReadTxn`] is one SQLite read transaction on a pooled reader connection: one
-//! consistent snapshot. A [`WriteTxn`] exists only inside a job on the writer thread; it reads its
-//! own writes.
+//! Transactions. A [`ReadTxn`] is one engine snapshot (`backend::Snapshot`): one consistent view.
+//! A [`WriteTxn`] exists only inside a job on the writer thread; it reads its own writes.
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
-use rusqlite::{params, Connection, OptionalExtension};
 use tickethub_value::limits::check_document;
 use tickethub_value::{DocumentId, Object, TableNumber, Validator, Value};
 
+use crate::backend::{BatchWriter, Reads, ScanRange, Snapshot, StoredDoc};
 use crate::catalog::{id_from_key, id_key, Catalog, IndexKind, TableInfo};
 use crate::codec::{decode_fields, encode_fields};
-use crate::connection::{read_last_ts, run_cached, ReaderPool};
 use crate::query::{plan, Cursor, MAX_PAGE_ITEMS};
 use crate::writer::{now_unix_ms, CreationClock};
 use crate::{
@@ -213,22 +211,8 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::storage(e.to_string())
 }
 
-/// Point read by primary key, without recording or counting (writes use it to find the old row).
-pub(crate) fn load(
-    conn: &Connection,
-    id: &DocumentId,
-) -> Result<Option<(f64, Vec<u8>)>, StoreError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT creation_time, body FROM documents WHERE id = ?1")?;
-    Ok(stmt
-        .query_row(params![id_key(id)], |r| {
-            Ok((r.get::<_, f64>(0)?, r.get::<_, Vec<u8>>(1)?))
-        })
-        .optional()?)
-}
-
 fn get_impl(
-    conn: &Connection,
+    reads: &dyn Reads,
     catalog: &Catalog,
     tracker: &ReadTracker,
     id: DocumentId,
@@ -244,7 +228,11 @@ fn get_impl(
         start: key,
         end: Some(end),
     });
-    let Some((creation_time, body)) = load(conn, &id)? else {
+    let Some(StoredDoc {
+        creation_time,
+        body,
+    }) = reads.load(&id)?
+    else {
         return Ok(None);
     };
     tracker.count_doc(body.len())?;
@@ -255,22 +243,8 @@ fn get_impl(
     }))
 }
 
-fn scan_sql(kind: IndexKind, bounded: bool, order: Order) -> &'static str {
-    // CROSS JOIN pins the index entries as the outer loop, so rows come out in key order
-    // straight from the B-tree and stepping stops reading as soon as the caller stops.
-    match (kind, bounded, order) {
-        (IndexKind::Entries, true, Order::Asc) => "SELECT e.key, e.doc_id, d.creation_time, d.body FROM index_entries e CROSS JOIN documents d ON d.id = e.doc_id WHERE e.index_id = ?1 AND e.key >= ?2 AND e.key < ?3 ORDER BY e.key ASC",
-        (IndexKind::Entries, true, Order::Desc) => "SELECT e.key, e.doc_id, d.creation_time, d.body FROM index_entries e CROSS JOIN documents d ON d.id = e.doc_id WHERE e.index_id = ?1 AND e.key >= ?2 AND e.key < ?3 ORDER BY e.key DESC",
-        (IndexKind::Entries, false, Order::Asc) => "SELECT e.key, e.doc_id, d.creation_time, d.body FROM index_entries e CROSS JOIN documents d ON d.id = e.doc_id WHERE e.index_id = ?1 AND e.key >= ?2 ORDER BY e.key ASC",
-        (IndexKind::Entries, false, Order::Desc) => "SELECT e.key, e.doc_id, d.creation_time, d.body FROM index_entries e CROSS JOIN documents d ON d.id = e.doc_id WHERE e.index_id = ?1 AND e.key >= ?2 ORDER BY e.key DESC",
-        // `by_id` ranges are always bounded by the table's id prefix.
-        (IndexKind::ById, _, Order::Asc) => "SELECT d.id, d.id, d.creation_time, d.body FROM documents d WHERE ?1 IS NOT NULL AND d.id >= ?2 AND d.id < ?3 ORDER BY d.id ASC",
-        (IndexKind::ById, _, Order::Desc) => "SELECT d.id, d.id, d.creation_time, d.body FROM documents d WHERE ?1 IS NOT NULL AND d.id >= ?2 AND d.id < ?3 ORDER BY d.id DESC",
-    }
-}
-
 fn scan_impl(
-    conn: &Connection,
+    reads: &dyn Reads,
     catalog: &Catalog,
     tracker: &ReadTracker,
     query: &IndexQuery,
@@ -303,46 +277,40 @@ fn scan_impl(
         });
         return Ok(());
     }
-    let sql = scan_sql(plan.kind, plan.end.is_some(), plan.order);
-    let mut stmt = conn.prepare_cached(sql)?;
-    let mut rows = match &plan.end {
-        Some(end) => stmt.query(params![plan.index_id, plan.start, end])?,
-        None => stmt.query(params![plan.index_id, plan.start])?,
+    let range = ScanRange {
+        kind: plan.kind,
+        index: plan.index_id,
+        start: &plan.start,
+        end: plan.end.as_deref(),
+        order: plan.order,
     };
     let mut stopped_at: Option<Vec<u8>> = None;
     let mut outcome = Ok(());
-    while let Some(row) = rows.next()? {
-        // Borrow the key and id straight from SQLite's row buffer; only the key a scan stops
-        // at is copied (for the read set).
-        let key = row.get_ref(0)?.as_blob().map_err(corrupt)?;
-        let id_bytes = row.get_ref(1)?.as_blob().map_err(corrupt)?;
-        let creation_time: f64 = row.get(2)?;
-        let body = row.get_ref(3)?.as_blob().map_err(corrupt)?;
-        let id =
-            id_from_key(id_bytes).ok_or_else(|| corrupt("malformed document id in storage"))?;
-        if let Err(e) = tracker.count_doc(body.len()) {
+    reads.scan(range, &mut |row| {
+        let id = id_from_key(row.id).ok_or_else(|| corrupt("malformed document id in storage"))?;
+        if let Err(e) = tracker.count_doc(row.body.len()) {
             outcome = Err(e);
-            stopped_at = Some(key.to_vec());
-            break;
+            stopped_at = Some(row.key.to_vec());
+            return Ok(Visit::Stop);
         }
         let doc = Document {
             id,
-            creation_time,
-            fields: decode_fields(body).map_err(corrupt)?,
+            creation_time: row.creation_time,
+            fields: decode_fields(row.body).map_err(corrupt)?,
         };
-        match visit(key, doc) {
-            Ok(Visit::Continue) => {}
+        match visit(row.key, doc) {
+            Ok(Visit::Continue) => Ok(Visit::Continue),
             Ok(Visit::Stop) => {
-                stopped_at = Some(key.to_vec());
-                break;
+                stopped_at = Some(row.key.to_vec());
+                Ok(Visit::Stop)
             }
             Err(e) => {
                 outcome = Err(e);
-                stopped_at = Some(key.to_vec());
-                break;
+                stopped_at = Some(row.key.to_vec());
+                Ok(Visit::Stop)
             }
         }
-    }
+    })?;
     // Record only what was actually covered: a live query that stopped early does not depend
     // on entries past the last one it saw.
     let range = match (stopped_at, plan.order) {
@@ -376,40 +344,18 @@ fn scan_impl(
 /// A snapshot shared by several queries (a pinned timestamp) gives each its own with
 /// [`ReadTxn::new_query`].
 pub struct ReadTxn {
-    conn: Option<Connection>,
-    pool: Arc<ReaderPool>,
+    pub(crate) snapshot: Box<dyn Snapshot>,
     pub(crate) catalog: Arc<Catalog>,
-    ts: Timestamp,
     tracker: ReadTracker,
 }
 
 impl ReadTxn {
-    pub(crate) fn begin(
-        conn: Connection,
-        pool: Arc<ReaderPool>,
-        catalog: Arc<Catalog>,
-    ) -> Result<ReadTxn, StoreError> {
-        // BEGIN alone takes no snapshot; the first read does, so read the commit ts right away.
-        let started = run_cached(&conn, "BEGIN")
-            .map_err(StoreError::from)
-            .and_then(|_| read_last_ts(&conn));
-        match started {
-            Ok(ts) => Ok(ReadTxn {
-                conn: Some(conn),
-                pool,
-                catalog,
-                ts,
-                tracker: ReadTracker::default(),
-            }),
-            Err(e) => {
-                let _ = run_cached(&conn, "ROLLBACK");
-                pool.put(conn);
-                Err(e)
-            }
+    pub(crate) fn new(snapshot: Box<dyn Snapshot>, catalog: Arc<Catalog>) -> ReadTxn {
+        ReadTxn {
+            snapshot,
+            catalog,
+            tracker: ReadTracker::default(),
         }
-    }
-    pub(crate) fn conn(&self) -> &Connection {
-        self.conn.as_ref().expect("connection present until drop")
     }
 
     /// How many documents `table` holds at this snapshot. Counts the `by_creation_time` index's
@@ -418,11 +364,7 @@ impl ReadTxn {
     /// uses it, not functions).
     pub fn count(&self, table: &str) -> Result<u64, StoreError> {
         let info = self.catalog.require(table)?;
-        let mut stmt = self
-            .conn()
-            .prepare_cached("SELECT count(*) FROM index_entries WHERE index_id = ?1")?;
-        let n: i64 = stmt.query_row(params![info.by_creation_time.id], |r| r.get(0))?;
-        Ok(n as u64)
+        self.snapshot.count_entries(info.by_creation_time.id)
     }
 
     /// Start one more query on this snapshot, with its own read budget (the per-transaction read
@@ -444,7 +386,7 @@ pub struct SnapshotQuery<'a> {
 
 impl DocReader for SnapshotQuery<'_> {
     fn ts(&self) -> Timestamp {
-        self.txn.ts
+        self.txn.snapshot.ts()
     }
     fn table_number(&self, table: &str) -> Option<TableNumber> {
         self.txn.table_number(table)
@@ -453,7 +395,7 @@ impl DocReader for SnapshotQuery<'_> {
         self.txn.table_name(number)
     }
     fn get(&self, id: DocumentId) -> Result<Option<Document>, StoreError> {
-        get_impl(self.txn.conn(), &self.txn.catalog, &self.tracker, id)
+        get_impl(&*self.txn.snapshot, &self.txn.catalog, &self.tracker, id)
     }
     fn scan(
         &self,
@@ -462,7 +404,7 @@ impl DocReader for SnapshotQuery<'_> {
         visit: &mut ScanVisitor<'_>,
     ) -> Result<(), StoreError> {
         scan_impl(
-            self.txn.conn(),
+            &*self.txn.snapshot,
             &self.txn.catalog,
             &self.tracker,
             query,
@@ -475,19 +417,9 @@ impl DocReader for SnapshotQuery<'_> {
     }
 }
 
-impl Drop for ReadTxn {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            // A read transaction has nothing to commit; ending it releases the WAL snapshot.
-            let _ = run_cached(&conn, "COMMIT");
-            self.pool.put(conn);
-        }
-    }
-}
-
 impl DocReader for ReadTxn {
     fn ts(&self) -> Timestamp {
-        self.ts
+        self.snapshot.ts()
     }
     fn table_number(&self, table: &str) -> Option<TableNumber> {
         self.catalog.table(table).map(|t| t.number)
@@ -498,7 +430,7 @@ impl DocReader for ReadTxn {
             .map(|t| t.def.name.clone())
     }
     fn get(&self, id: DocumentId) -> Result<Option<Document>, StoreError> {
-        get_impl(self.conn(), &self.catalog, &self.tracker, id)
+        get_impl(&*self.snapshot, &self.catalog, &self.tracker, id)
     }
     fn scan(
         &self,
@@ -507,7 +439,7 @@ impl DocReader for ReadTxn {
         visit: &mut ScanVisitor<'_>,
     ) -> Result<(), StoreError> {
         scan_impl(
-            self.conn(),
+            &*self.snapshot,
             &self.catalog,
             &self.tracker,
             query,
@@ -522,7 +454,7 @@ impl DocReader for ReadTxn {
 
 /// The writer's transaction, handed to a job on the writer thread.
 pub struct WriteTxn<'a> {
-    pub(crate) conn: &'a Connection,
+    pub(crate) conn: &'a mut dyn BatchWriter,
     pub(crate) catalog: &'a Catalog,
     pub(crate) clock: &'a mut CreationClock,
     ts: Timestamp,
@@ -537,7 +469,7 @@ pub struct WriteTxn<'a> {
 
 impl<'a> WriteTxn<'a> {
     pub(crate) fn new(
-        conn: &'a Connection,
+        conn: &'a mut dyn BatchWriter,
         catalog: &'a Catalog,
         clock: &'a mut CreationClock,
         ts: Timestamp,
@@ -576,9 +508,7 @@ impl<'a> WriteTxn<'a> {
         // B-tree instead of dirtying a random page per insert (which made every commit write
         // one page per document).
         id.internal[..8].copy_from_slice(&creation_time.to_bits().to_be_bytes());
-        self.conn
-            .prepare_cached("INSERT INTO documents (id, creation_time, body) VALUES (?1, ?2, ?3)")?
-            .execute(params![id_key(&id), creation_time, body])?;
+        self.conn.insert_document(&id, creation_time, &body)?;
         let id_value = Value::String(id.encode());
         for index in info.all_indexes() {
             let key = index.key_of(&id, &id_value, creation_time, &fields);
@@ -626,9 +556,7 @@ impl<'a> WriteTxn<'a> {
             .load_for_write(id)
             .map_err(|e| e.unwrap_or(StoreError::DeleteMissing(id)))?;
         self.count_write(0)?;
-        self.conn
-            .prepare_cached("DELETE FROM documents WHERE id = ?1")?
-            .execute(params![id_key(&id)])?;
+        self.conn.delete_document(&id)?;
         let id_value = Value::String(id.encode());
         for index in info.all_indexes() {
             let key = index.key_of(&id, &id_value, creation_time, &old);
@@ -648,11 +576,11 @@ impl<'a> WriteTxn<'a> {
         let Some(info) = self.catalog.table_by_number(id.table).cloned() else {
             return Err(None);
         };
-        let Some((creation_time, body)) = load(self.conn, &id).map_err(Some)? else {
+        let Some(stored) = self.conn.load(&id).map_err(Some)? else {
             return Err(None);
         };
-        let fields = decode_fields(&body).map_err(|e| Some(corrupt(e)))?;
-        Ok((info, creation_time, fields))
+        let fields = decode_fields(&stored.body).map_err(|e| Some(corrupt(e)))?;
+        Ok((info, stored.creation_time, fields))
     }
 
     fn rewrite(
@@ -664,9 +592,7 @@ impl<'a> WriteTxn<'a> {
         new: &Object,
     ) -> Result<(), StoreError> {
         let body = self.check_write(info, new)?;
-        self.conn
-            .prepare_cached("UPDATE documents SET body = ?2 WHERE id = ?1")?
-            .execute(params![id_key(&id), body])?;
+        self.conn.update_document(&id, &body)?;
         let id_value = Value::String(id.encode());
         for index in info.all_indexes() {
             let old_key = index.key_of(&id, &id_value, creation_time, old);
@@ -736,24 +662,16 @@ impl<'a> WriteTxn<'a> {
     }
 
     pub(crate) fn insert_entry(
-        &self,
+        &mut self,
         index: u32,
         key: &[u8],
         id: &DocumentId,
     ) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO index_entries (index_id, key, doc_id) VALUES (?1, ?2, ?3)",
-            )?
-            .execute(params![index, key, id_key(id)])?;
-        Ok(())
+        self.conn.insert_entry(index, key, id)
     }
 
-    fn delete_entry(&self, index: u32, key: &[u8]) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached("DELETE FROM index_entries WHERE index_id = ?1 AND key = ?2")?
-            .execute(params![index, key])?;
-        Ok(())
+    fn delete_entry(&mut self, index: u32, key: &[u8]) -> Result<(), StoreError> {
+        self.conn.delete_entry(index, key)
     }
 }
 
@@ -770,7 +688,7 @@ impl DocReader for WriteTxn<'_> {
             .map(|t| t.def.name.clone())
     }
     fn get(&self, id: DocumentId) -> Result<Option<Document>, StoreError> {
-        get_impl(self.conn, self.catalog, &self.tracker, id)
+        get_impl(&*self.conn, self.catalog, &self.tracker, id)
     }
     fn scan(
         &self,
@@ -779,7 +697,7 @@ impl DocReader for WriteTxn<'_> {
         visit: &mut ScanVisitor<'_>,
     ) -> Result<(), StoreError> {
         scan_impl(
-            self.conn,
+            &*self.conn,
             self.catalog,
             &self.tracker,
             query,

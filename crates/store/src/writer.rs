@@ -1,6 +1,7 @@
 //! The writer thread: it alone writes to the database. It runs queued mutation jobs one after
-//! another, each in its own SAVEPOINT, and commits them in batches (group commit: one fsync for
-//! the batch); a job's caller hears back only after its batch is durable.
+//! another, each of which can be undone alone (a SAVEPOINT on SQLite, an undo log on Postgres),
+//! and commits them in batches (group commit: one durable commit for the batch); a job's caller
+//! hears back only after its batch is durable.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
@@ -8,13 +9,11 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::RwLock;
-use rusqlite::Connection;
 
+use crate::backend::{BatchMeta, BatchWriter, Keep};
 use crate::catalog::Catalog;
-use crate::connection::run_cached;
 use crate::log::CommitLog;
-use crate::maintenance::{maintain, MaintenanceReport};
-use crate::migrate::{meta_set, META_LAST_CREATION, META_LAST_TS};
+use crate::maintenance::MaintenanceReport;
 use crate::store::{CommitHook, CommitInfo, Done, Job, Outcome};
 use crate::{StoreError, Timestamp, WriteSet, WriteTxn};
 
@@ -23,6 +22,9 @@ pub(crate) struct Shared {
     pub(crate) latest_ts: AtomicU64,
     pub(crate) hooks: RwLock<Vec<CommitHook>>,
     pub(crate) log: CommitLog,
+    /// Set before a cluster leader that lost its lease stops its writer: jobs still queued then
+    /// fail with `LeaderUnavailable` (retry, the new leader takes them), not `ShuttingDown`.
+    pub(crate) stepping_down: std::sync::atomic::AtomicBool,
 }
 
 /// What the writer's queue carries.
@@ -83,7 +85,7 @@ impl CreationClock {
 
 /// The writer thread's state.
 pub(crate) struct Writer {
-    pub(crate) conn: Connection,
+    pub(crate) conn: Box<dyn BatchWriter>,
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) clock: CreationClock,
     pub(crate) last_ts: Timestamp,
@@ -104,15 +106,6 @@ enum JobResult {
     Committed(CommitInfo),
     NothingWritten(CommitInfo),
     Failed(StoreError),
-}
-
-/// How a job's savepoint ends.
-#[derive(Clone, Copy)]
-enum Keep {
-    /// Keep its writes in the batch.
-    Release,
-    /// Undo its writes, then end the savepoint.
-    RollBack,
 }
 
 /// The text of a caught panic. The one copy: the runtime and the router use it too (the store is
@@ -165,7 +158,13 @@ impl Writer {
         // Drain jobs that raced with close so their callers hear back.
         while let Ok(msg) = receiver.try_recv() {
             match msg {
-                Message::Job(_, done) => done(Err(StoreError::ShuttingDown)),
+                Message::Job(_, done) => done(Err(
+                    if self.shared.stepping_down.load(AtomicOrdering::Acquire) {
+                        StoreError::LeaderUnavailable
+                    } else {
+                        StoreError::ShuttingDown
+                    },
+                )),
                 Message::Close(ack) => {
                     let _ = ack.send(Ok(()));
                 }
@@ -174,10 +173,7 @@ impl Writer {
                 }
             }
         }
-        let result = self
-            .conn
-            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
-            .map_err(StoreError::from);
+        let result = self.conn.close();
         if let Some(ack) = close_ack {
             let _ = ack.send(result);
         }
@@ -187,14 +183,26 @@ impl Writer {
     /// step (and waits again while more is left); `None` once every sender is gone.
     fn next_message(&mut self, receiver: &mpsc::Receiver<Message>) -> Option<Message> {
         loop {
-            let idle_after = match self.idle_upkeep.after {
-                Some(after) if self.idle_upkeep.due => after,
-                _ => return receiver.recv().ok(),
+            let upkeep_after = match self.idle_upkeep.after {
+                Some(after) if self.idle_upkeep.due => Some(after),
+                _ => None,
             };
-            match receiver.recv_timeout(idle_after) {
+            let tick_after = self.conn.idle_tick_every();
+            let wait = match (upkeep_after, tick_after) {
+                (None, None) => return receiver.recv().ok(),
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) | (None, Some(a)) => a,
+            };
+            match receiver.recv_timeout(wait) {
                 Ok(message) => return Some(message),
                 Err(mpsc::RecvTimeoutError::Disconnected) => return None,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Err(e) = self.conn.idle_tick() {
+                        tracing::warn!(error = %e, "keeping the database connection alive failed");
+                    }
+                    if upkeep_after.is_none() {
+                        continue;
+                    }
                     if let Err(e) = self.upkeep_step() {
                         // Not fatal: the data is intact, only space is not returned yet.
                         tracing::warn!(error = %e, "store upkeep failed; retrying after the next write");
@@ -206,7 +214,7 @@ impl Writer {
     }
 
     fn upkeep_step(&mut self) -> Result<MaintenanceReport, StoreError> {
-        let report = maintain(&self.conn, self.idle_upkeep.step_pages)?;
+        let report = self.conn.maintain(self.idle_upkeep.step_pages)?;
         if report.pages_released > 0 {
             tracing::debug!(
                 pages_released = report.pages_released,
@@ -250,20 +258,31 @@ impl Writer {
         let saved_clock = self.clock.last;
         let mut results: Vec<(Done, JobResult)> = Vec::with_capacity(batch.len());
         let outcome = self.run_jobs(batch, &mut results).and_then(|()| {
-            if self.last_ts != saved_ts {
-                meta_set(&self.conn, META_LAST_TS, self.last_ts.0 as i64)?;
-            }
-            if self.clock.last != saved_clock {
-                meta_set(&self.conn, META_LAST_CREATION, self.clock.last)?;
-            }
-            run_cached(&self.conn, "COMMIT")?;
-            Ok(())
+            let moved = self.last_ts != saved_ts || self.clock.last != saved_clock;
+            let commits: Vec<CommitInfo> = results
+                .iter()
+                .filter_map(|(_, r)| match r {
+                    JobResult::Committed(info) => Some(info.clone()),
+                    _ => None,
+                })
+                .collect();
+            self.conn.commit_batch(
+                moved.then_some(BatchMeta {
+                    last_ts: self.last_ts,
+                    last_creation: self.clock.last,
+                }),
+                saved_ts,
+                &commits,
+            )
         });
         if let Err(e) = outcome {
             tracing::error!(error = %e, "batch failed; every job in it is reported failed");
-            let _ = run_cached(&self.conn, "ROLLBACK");
-            self.last_ts = saved_ts;
-            self.clock.last = saved_clock;
+            let resume = self.conn.rollback_batch(BatchMeta {
+                last_ts: saved_ts,
+                last_creation: saved_clock,
+            });
+            self.last_ts = resume.last_ts;
+            self.clock.last = resume.last_creation;
             for (done, _) in results {
                 done(Err(e.for_each_job()));
             }
@@ -304,22 +323,21 @@ impl Writer {
         results: &mut Vec<(Done, JobResult)>,
     ) -> Result<(), StoreError> {
         let mut jobs = batch.into_iter();
-        let begun = run_cached(&self.conn, "BEGIN IMMEDIATE");
-        if let Err(e) = begun {
+        if let Err(e) = self.conn.begin_batch() {
             results
                 .extend(jobs.map(|(_, done)| (done, JobResult::Failed(StoreError::ShuttingDown))));
-            return Err(e.into());
+            return Err(e);
         }
         while let Some((job, done)) = jobs.next() {
-            if let Err(e) = run_cached(&self.conn, "SAVEPOINT job") {
+            if let Err(e) = self.conn.begin_job() {
                 results.push((done, JobResult::Failed(StoreError::ShuttingDown)));
                 results.extend(
                     jobs.map(|(_, done)| (done, JobResult::Failed(StoreError::ShuttingDown))),
                 );
-                return Err(e.into());
+                return Err(e);
             }
             let snapshot = self.last_ts;
-            let mut txn = WriteTxn::new(&self.conn, &self.catalog, &mut self.clock, snapshot);
+            let mut txn = WriteTxn::new(&mut *self.conn, &self.catalog, &mut self.clock, snapshot);
             let ran = catch_unwind(AssertUnwindSafe(|| job(&mut txn)));
             let writes = txn.into_writes();
             let (keep, result) = match ran {
@@ -369,16 +387,11 @@ impl Writer {
                 result
             };
             results.push((done, result));
-            let ended = match keep {
-                Keep::Release => run_cached(&self.conn, "RELEASE job"),
-                Keep::RollBack => run_cached(&self.conn, "ROLLBACK TO job")
-                    .and_then(|()| run_cached(&self.conn, "RELEASE job")),
-            };
-            if let Err(e) = ended {
+            if let Err(e) = self.conn.end_job(keep) {
                 results.extend(
                     jobs.map(|(_, done)| (done, JobResult::Failed(StoreError::ShuttingDown))),
                 );
-                return Err(e.into());
+                return Err(e);
             }
         }
         Ok(())

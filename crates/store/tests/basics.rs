@@ -1,6 +1,8 @@
 //! Store behaviour through its public API: writes, reads, query validation, errors with stable
 //! codes that leave the store unchanged, schema migration, timestamps, group commit outcomes.
 
+mod support;
+
 use std::sync::{Arc, Mutex};
 
 use tickethub_store::{
@@ -27,7 +29,7 @@ indexes.by_tag = ["tag"]
 "#;
 
 fn open(dir: &std::path::Path, schema: &str) -> Result<Store, StoreError> {
-    Store::open(
+    support::open(
         dir,
         Schema::from_toml(schema).unwrap(),
         StoreOptions {

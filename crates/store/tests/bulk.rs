@@ -2,6 +2,8 @@
 //! times kept, duplicates and foreign ids refused, no write caps, tables cleared, the write set
 //! saying "everything", and one snapshot seen throughout a stream while writes go on.
 
+mod support;
+
 use tickethub_store::{
     BulkError, DocReader, Document, IndexQuery, Order, Schema, Store, StoreError, StoreOptions,
     Visit,
@@ -18,7 +20,7 @@ fields.title = "string"
 "#;
 
 fn open(dir: &std::path::Path) -> Store {
-    Store::open(
+    support::open(
         dir,
         Schema::from_toml(SCHEMA).unwrap(),
         StoreOptions {

@@ -1,13 +1,15 @@
 //! Serializability: concurrent read-increment-write mutations on one document lose no update.
 
-use tickethub_store::{DocReader, Schema, Store, StoreError, StoreOptions};
+mod support;
+
+use tickethub_store::{DocReader, Schema, StoreError, StoreOptions};
 use tickethub_value::{Object, Value};
 
 #[test]
 fn eight_threads_times_a_thousand_increments_make_8000() {
     let dir = tempfile::tempdir().unwrap();
     let schema = Schema::from_toml("[tables.counters]\nfields.n = \"int64\"\n").unwrap();
-    let store = Store::open(
+    let store = support::open(
         dir.path(),
         schema,
         StoreOptions {

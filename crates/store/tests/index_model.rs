@@ -1,10 +1,10 @@
 //! Property test: random index range scans agree with a naive in-memory model that filters and
 //! sorts the documents by their Value tuples.
 
+mod support;
+
 use proptest::prelude::*;
-use tickethub_store::{
-    Bound, DocReader, IndexQuery, Order, Schema, Store, StoreError, StoreOptions,
-};
+use tickethub_store::{Bound, DocReader, IndexQuery, Order, Schema, StoreError, StoreOptions};
 use tickethub_value::{Object, Value};
 
 fn value() -> impl Strategy<Value = Option<Value>> {
@@ -66,7 +66,7 @@ fn run(
     let schema =
         Schema::from_toml("[tables.t]\nvalidate = false\nindexes.by_ab = [\"a\", \"b\"]\n")
             .unwrap();
-    let store = Store::open(
+    let store = support::open(
         dir.path(),
         schema,
         StoreOptions {

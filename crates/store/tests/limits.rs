@@ -1,9 +1,11 @@
 //! The writer's queue is bounded: when it is full, a new job is refused at once with
 //! `ServerOverloaded` instead of queueing without bound.
 
+mod support;
+
 use std::sync::mpsc;
 
-use tickethub_store::{Outcome, Schema, Store, StoreError, StoreOptions};
+use tickethub_store::{Outcome, Schema, StoreError, StoreOptions};
 use tickethub_value::{Object, Value};
 
 const CAPACITY: usize = 4;
@@ -12,7 +14,7 @@ const CAPACITY: usize = 4;
 fn a_full_writer_queue_refuses_at_once_with_server_overloaded() {
     let dir = tempfile::tempdir().unwrap();
     let schema = Schema::from_toml("[tables.items]\nfields.n = \"number\"\n").unwrap();
-    let store = Store::open(
+    let store = support::open(
         dir.path(),
         schema,
         StoreOptions {

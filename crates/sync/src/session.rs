@@ -610,10 +610,18 @@ fn response_parts(
 /// message (the details are in the server log).
 pub(crate) fn client_error(error: &FnError) -> QueryError {
     if !error.is_user_visible() {
-        // The server's own refusals (a full disk, overload, shutdown) keep their stable code in
+        // The server's own refusals (a full disk, overload, shutdown, an unreachable database or
+        // a lost writer lease) keep their stable code in
         // front of a plain message: the client can tell "retry later" from a bug. Their texts
         // carry no SQL or paths.
-        if let code @ ("StorageFull" | "ServerOverloaded" | "ShuttingDown") = error.code() {
+        if let code @ ("StorageFull"
+        | "ServerOverloaded"
+        | "ShuttingDown"
+        | "DatabaseInUse"
+        | "WriterFenced"
+        | "DatabaseUnavailable"
+        | "LeaderUnavailable") = error.code()
+        {
             tracing::warn!(code, error = ?error, "function refused on a sync connection");
             return QueryError {
                 message: format!("{code}: {error}"),

@@ -16,7 +16,8 @@
 //! data; captured log lines; an internal query (hidden from clients); an action calling a
 //! mutation; HTTP actions with an exact route, a prefix route and the caller's identity;
 //! `notes:addExpiring`, a note that deletes itself through a scheduled `notes:remove` (the
-//! retention soak's load).
+//! retention soak's load); `notes:scheduleRun`, a job whose runs leave countable notes (the
+//! cluster test's check that no job runs twice across a failover).
 //! `notes:echo` returns its argument unchanged, so clients can check that every Convex value
 //! type (int64, bytes, NaN, -0...) survives a round trip.
 
@@ -138,6 +139,48 @@ fn remove(ctx: &MutationCtx, args: ById) -> Result<bool, FnError> {
     Ok(true)
 }
 
+/// The author of the notes scheduled runs leave (`notes:recordRun`).
+const RUN_AUTHOR: &str = "scheduler";
+
+/// `notes:scheduleRun`: schedule a job whose every run leaves one note (author `scheduler`,
+/// text `key`), as a mutation or as an action calling that mutation. Counting the notes per key
+/// shows how often each job ran: the cluster test checks that none ran twice across a failover.
+#[derive(Deserialize, Args)]
+#[serde(rename_all = "camelCase")]
+struct ScheduleRun {
+    key: String,
+    delay_ms: f64,
+    via_action: bool,
+}
+
+#[derive(Deserialize, Serialize, Args)]
+struct RunKey {
+    key: String,
+}
+
+fn schedule_run(ctx: &MutationCtx, args: ScheduleRun) -> Result<String, FnError> {
+    let target = if args.via_action {
+        "notes:recordRunViaAction"
+    } else {
+        "notes:recordRun"
+    };
+    ctx.scheduler
+        .run_after(args.delay_ms, target, RunKey { key: args.key })
+}
+
+fn record_run(ctx: &MutationCtx, args: RunKey) -> Result<String, FnError> {
+    let note = NewNote {
+        text: args.key,
+        tags: None,
+        author: Some(RUN_AUTHOR.to_string()),
+    };
+    ctx.db.insert("notes", &note)
+}
+
+async fn record_run_via_action(ctx: ActionCtx, args: RunKey) -> Result<String, FnError> {
+    ctx.run_mutation("notes:recordRun", args).await
+}
+
 /// Most `_scheduled_functions` rows [`scheduled_rows`] counts.
 const SCHEDULED_ROWS_COUNTED: usize = 20_000;
 
@@ -220,6 +263,9 @@ pub fn app() -> App {
     app.internal_mutation("notes:remove", remove);
     app.internal_query("notes:scheduledRows", scheduled_rows);
     app.action("notes:addViaAction", add_via_action);
+    app.mutation("notes:scheduleRun", schedule_run);
+    app.internal_mutation("notes:recordRun", record_run);
+    app.internal_action("notes:recordRunViaAction", record_run_via_action);
     app.query("notes:throws", throws);
 
     app.http_route(Route::exact(http::Method::GET, "/hello"), hello);

@@ -4,6 +4,12 @@
 // key. Its stdout/stderr are kept so a failing test can show what the server said.
 // `kill()` is a SIGKILL (a crash, not a clean shutdown); `restart()` starts the same
 // binary again on the same ports and data directory.
+//
+// The storage backend: with TICKETHUB_TEST_DATABASE_URL set (tests/run sets it for the
+// Postgres half of the suite), every server keeps its documents in that PostgreSQL database,
+// each in a fresh schema of its own (`--database-schema`), which its restarts keep: tests never
+// see each other's data. Unset, servers use SQLite in their data dir. A test that can only run on
+// one backend says so with `sqliteOnly(t, why)`.
 
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -15,6 +21,41 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+
+/** The PostgreSQL URL the servers use, or null for SQLite (see the top of this file). */
+export const TEST_DATABASE_URL = process.env.TICKETHUB_TEST_DATABASE_URL || null;
+/** Which backend this run's servers use. */
+export const BACKEND = TEST_DATABASE_URL ? "postgres" : "sqlite";
+
+/**
+ * Skips the test on Postgres, saying why (a test that needs the SQLite file itself: its backup,
+ * its damage, its disk). Returns true when skipped: `if (sqliteOnly(t, "...")) return;`.
+ */
+export function sqliteOnly(t, why) {
+  if (BACKEND === "sqlite") return false;
+  t.skip(`SQLite only: ${why}`);
+  return true;
+}
+
+let schemaCounter = 0;
+/**
+ * A fresh Postgres schema name for one server: unique across test processes (pid, random) and
+ * within one (counter); lower-case letters, digits and _ as `--database-schema` wants.
+ */
+export function freshSchemaName(prefix = "e2e") {
+  schemaCounter += 1;
+  return `${prefix}_${process.pid}_${schemaCounter}_${randomBytes(4).toString("hex")}`;
+}
+
+/** The database a new server gets: a fresh schema on Postgres runs, null (SQLite) otherwise. */
+export function testDatabase() {
+  return TEST_DATABASE_URL ? { url: TEST_DATABASE_URL, schema: freshSchemaName() } : null;
+}
+
+/** `--database-url` / `--database-schema` for a server or CLI command on `database`. */
+export function databaseArgs(database) {
+  return database ? ["--database-url", database.url, "--database-schema", database.schema] : [];
+}
 
 /** Path of a release binary, overridable through the environment (tests/run sets these). */
 export function binaryPath(which) {
@@ -69,8 +110,11 @@ const READY_TIMEOUT_MS = 60_000;
 const MAX_OUTPUT_CHARS = 200_000;
 
 export class Server {
-  constructor({ bin, env, extraArgs, testClock, adminKey, dataDir, ownsDataDir, label }) {
+  constructor({ bin, env, extraArgs, testClock, adminKey, dataDir, ownsDataDir, label, database = null }) {
     this.bin = bin;
+    // {url, schema} on Postgres (kept across restarts: the same schema is the same deployment),
+    // null for SQLite in the data dir.
+    this.database = database;
     this.env = env;
     this.extraArgs = extraArgs;
     this.testClock = testClock;
@@ -122,6 +166,7 @@ export class Server {
       "--admin-key",
       this.adminKey,
     ];
+    args.push(...databaseArgs(this.database));
     if (this.testClock) args.push("--test-clock");
     args.push(...this.extraArgs);
     this.generation += 1;
@@ -155,6 +200,9 @@ export class Server {
     delete env.CLERK_WEBHOOK_SECRET;
     delete env.CLERK_JWT_ISSUER_DOMAIN;
     delete env.STRIPE_WEBHOOK_SECRET;
+    // The database comes from `this.database` alone, never from the developer's shell.
+    delete env.DATABASE_URL;
+    delete env.DATABASE_SCHEMA;
     for (const name of Object.keys(env)) if (name.startsWith("TICKETHUB_")) delete env[name];
     return { ...env, ...this.env };
   }
@@ -219,24 +267,38 @@ export class Server {
     await this._killChild();
   }
 
-  /** Starts the binary again on the same ports and the same data directory. */
+  /** Starts the binary again on the same ports and the same data directory (and schema). */
   async restart() {
     await this._killChild();
     // The same ports are preferred (clients keep working); a port still held by the
     // kernel after the kill is retried, then fresh ports are taken as a last resort.
-    for (let attempt = 0; attempt < 3; attempt++) {
+    // On Postgres, a process killed with SIGKILL may still hold the writer lease for a
+    // moment: the new one refuses with DatabaseInUse and is started again until the lease is
+    // free, as a supervisor would.
+    const leaseDeadline = Date.now() + READY_TIMEOUT_MS;
+    for (let attempt = 0; attempt < 3; ) {
       this._spawn();
       try {
         await this._waitReady();
         return this;
       } catch (err) {
         await this._killChild();
+        if (this._leaseHeld() && Date.now() < leaseDeadline) {
+          await new Promise((r) => setTimeout(r, 250));
+          continue;
+        }
         if (!this._bindFailed()) throw err;
+        attempt += 1;
         await new Promise((r) => setTimeout(r, 500));
       }
     }
     this.port = 0;
     return this.start();
+  }
+
+  /** The last run refused to start because another process holds the database's writer lease. */
+  _leaseHeld() {
+    return this.database !== null && /DatabaseInUse/.test(this.log.slice(this.runLogStart ?? 0));
   }
 
   /** Stops the server and removes its data directory. */
@@ -315,8 +377,10 @@ export async function readResponse(res) {
  * @param {Record<string,string>} [opts.env] extra environment (e.g. CLERK_WEBHOOK_SECRET)
  * @param {boolean} [opts.testClock]
  * @param {string[]} [opts.extraArgs]
+ * @param {{url: string, schema: string} | null} [opts.database] defaults to a fresh schema on
+ *   Postgres runs (TICKETHUB_TEST_DATABASE_URL) and SQLite otherwise
  */
-export async function startServer({ which, env = {}, testClock = false, extraArgs = [] }) {
+export async function startServer({ which, env = {}, testClock = false, extraArgs = [], database = testDatabase() }) {
   const bin = binaryPath(which);
   const dataDir = await mkdtemp(path.join(tmpdir(), `${which}-e2e-`));
   const server = new Server({
@@ -328,6 +392,7 @@ export async function startServer({ which, env = {}, testClock = false, extraArg
     dataDir,
     ownsDataDir: true,
     label: which,
+    database,
   });
   liveServers.add(server);
   try {

@@ -26,6 +26,7 @@ export function dataPage(root, [tableArg]) {
     pageNo: 0,
     page: null,
     openId: null,
+    loadSeq: 0, // numbers the page requests; only the newest one's answer is shown
   };
 
   const tablesBox = h("aside", { class: "tables", id: "tables" });
@@ -115,12 +116,17 @@ export function dataPage(root, [tableArg]) {
       replace(view, message("info", "Pick a table on the left."));
       return;
     }
+    // Only the newest request's answer is shown: on a slow store an earlier, wider page (say,
+    // the one asked for when an index was picked) can arrive after the one the user asked next.
+    const seq = ++state.loadSeq;
     try {
-      state.page = await call("documents", { query: query(), signal: stop.signal });
+      const page = await call("documents", { query: query(), signal: stop.signal });
+      if (seq !== state.loadSeq) return;
+      state.page = page;
       state.cursors[state.pageNo + 1] = state.page.continueCursor;
       renderView();
     } catch (error) {
-      if (isAbort(error)) return;
+      if (isAbort(error) || seq !== state.loadSeq) return;
       state.page = null;
       renderView(error);
     }
@@ -177,12 +183,12 @@ export function dataPage(root, [tableArg]) {
     if (index) {
       index.fields.forEach((f, i) => {
         bounds.append(
-          h("label", {}, `${f} =`, h("input", { name: `eq${i}`, value: state.eq[i] ?? "", placeholder: "JSON or text", class: "eq" })),
+          h("label", {}, `${f} =`, h("input", { name: `eq${i}`, value: state.eq[i] ?? "", placeholder: "JSON or text", class: "eq", oninput: (e) => { state.eq[i] = e.target.value; } })),
         );
       });
       bounds.append(
-        h("label", {}, "range ≥", h("input", { name: "gte", value: state.gte, placeholder: "next field ≥" })),
-        h("label", {}, "<", h("input", { name: "lt", value: state.lt, placeholder: "next field <" })),
+        h("label", {}, "range ≥", h("input", { name: "gte", value: state.gte, placeholder: "next field ≥", oninput: (e) => { state.gte = e.target.value; } })),
+        h("label", {}, "<", h("input", { name: "lt", value: state.lt, placeholder: "next field <", oninput: (e) => { state.lt = e.target.value; } })),
         h("button", { type: "submit", id: "apply-bounds" }, "Apply"),
       );
     }

@@ -96,19 +96,29 @@ function chart(key, data) {
   return h("article", { class: "card chart-card", dataset: { series: key } }, h("h3", {}, title), h("p", { class: "big" }, headline), svg, legend);
 }
 
+/** This node's place in a cluster, as one line: `single server`, or its id, role and leader. */
+export function describeNode(node) {
+  if (!node || node.role === "single") return "Role: single server (not in a cluster)";
+  const leader = node.role === "leader" ? "this node" : node.leaderUrl ?? "none right now (failover in progress)";
+  return `Node ${node.nodeId} · role: ${node.role} · leader: ${leader}`;
+}
+
 export function healthPage(root) {
   const stop = new AbortController();
   const grid = h("div", { class: "charts", id: "charts" }, message("info", "Loading…"));
+  const node = h("p", { class: "muted", id: "node-role" });
   replace(
     root,
     h("div", { class: "toolbar" }, h("h2", {}, "Health"), h("span", { class: "muted" }, "The same figures for Prometheus: GET /metrics (admin key)")),
+    node,
     grid,
   );
 
   (async () => {
     while (!stop.signal.aborted) {
       try {
-        const { series } = await call("health", { signal: stop.signal });
+        const { series, node: role } = await call("health", { signal: stop.signal });
+        replace(node, describeNode(role));
         const keys = Object.keys(series ?? {});
         const order = Object.keys(KNOWN);
         keys.sort((a, b) => (order.indexOf(a) + 1 || 99) - (order.indexOf(b) + 1 || 99) || a.localeCompare(b));

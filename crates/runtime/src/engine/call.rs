@@ -20,8 +20,12 @@ use crate::{ActionCtx, Auth, FnError, FunctionKind, FunctionSpec, Runtime};
 /// once; when every reader is lent out (pinned snapshots, long queries), the wait for one happens
 /// on the blocking pool, so unrelated requests on this worker keep being served.
 pub(crate) async fn read_snapshot(store: &Store) -> Result<ReadTxn, FnError> {
-    if let Some(txn) = store.try_read()? {
-        return Ok(txn);
+    // On Postgres even taking a free reader is a round trip (its BEGIN) with the blocking
+    // client, which must never run on an async worker.
+    if !store.reads_wait_on_network() {
+        if let Some(txn) = store.try_read()? {
+            return Ok(txn);
+        }
     }
     let store = store.clone();
     tokio::task::spawn_blocking(move || store.read())
@@ -99,17 +103,29 @@ impl Runtime {
         logs: LogSink,
     ) -> Execution {
         let inner = self.inner.clone();
-        // Queries run right here on the async worker: they are synchronous, bounded by the
-        // per-transaction read caps, and typically take microseconds, so a hand-off to the
+        let remote = inner.store.reads_wait_on_network();
+        // On SQLite, queries run right here on the async worker: they are synchronous, bounded by
+        // the per-transaction read caps, and typically take microseconds, so a hand-off to the
         // blocking pool would cost more than the query itself. Only waiting for a reader is
-        // moved off the worker (see `read_snapshot`).
+        // moved off the worker (see `read_snapshot`). On Postgres every read is a round trip:
+        // the whole query runs on the blocking pool instead.
         let execute = async move {
             let run = |reader: &dyn DocReader| {
                 let env = CallEnv::new(inner.clone(), logs);
-                std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    invoke_query(&spec, Source::Snapshot(reader), &auth, &env, args)
-                }))
-                .unwrap_or_else(|payload| Err(panicked(&spec.path, &*payload)))
+                let call = || {
+                    std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        invoke_query(&spec, Source::Snapshot(reader), &auth, &env, args)
+                    }))
+                    .unwrap_or_else(|payload| Err(panicked(&spec.path, &*payload)))
+                };
+                // `block_on` below enters the runtime, and the blocking Postgres client refuses
+                // to run inside it ("Cannot start a runtime from within a runtime"):
+                // `block_in_place` leaves the runtime's context for the query's reads.
+                if remote {
+                    tokio::task::block_in_place(call)
+                } else {
+                    call()
+                }
             };
             match read_at {
                 ReadAt::Latest => {
@@ -145,6 +161,12 @@ impl Runtime {
                 },
             }
         };
+        if remote {
+            let handle = tokio::runtime::Handle::current();
+            return tokio::task::spawn_blocking(move || handle.block_on(execute))
+                .await
+                .unwrap_or_else(|e| Execution::failed(join_error("a query", e)));
+        }
         execute.await
     }
 

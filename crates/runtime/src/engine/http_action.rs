@@ -27,7 +27,7 @@ impl Runtime {
         let route = match_route(&self.inner.routes, request.method(), request.uri().path())?;
         let handler = route.handler.clone();
         let label = format!("{} {}", request.method(), request.uri().path());
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             "function_call",
             path = %label,
             kind = FunctionKind::HttpAction.as_str(),
@@ -52,6 +52,7 @@ impl Runtime {
                 Some(FunctionKind::HttpAction),
                 started,
                 result.as_ref().err(),
+                Some(request_id),
             )
         });
         self.record_call(

@@ -43,13 +43,24 @@ pub(super) async fn fire_due_crons(rt: &Runtime, now: f64) -> Result<(), FnError
     let next_runs = system_mutation(rt, move |txn| {
         let mut next_runs = Vec::new();
         for cron in &due {
+            let row = cron_row(&*txn, &cron.name)?;
+            let stored_next = row
+                .as_ref()
+                .and_then(|r| r.fields.get("nextRunMs"))
+                .and_then(|v| v.as_f64());
+            if let Some(stored_next) = stored_next.filter(|t| *t > now) {
+                // Another leader (cluster mode) fired this run already: the row is the truth,
+                // the in-memory mirror was stale.
+                next_runs.push((cron.name.clone(), stored_next));
+                continue;
+            }
             let next = cron.parsed.next_after(now).map_err(FnError::Internal)?;
             insert_job(txn, &cron.path, cron.args.clone(), now)?;
             let fields = vec![
                 ("lastRunMs".to_string(), Some(Value::Float64(now))),
                 ("nextRunMs".to_string(), Some(Value::Float64(next))),
             ];
-            match cron_row(&*txn, &cron.name)? {
+            match row {
                 Some(row) => txn.patch_doc(row.id, fields)?,
                 None => {
                     let mut row: Object = fields

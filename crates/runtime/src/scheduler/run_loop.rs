@@ -17,16 +17,22 @@ use crate::{FnError, Runtime};
 // ---- start-up -----------------------------------------------------------------------------
 
 async fn ensure_initialized(rt: &Runtime) -> Result<(), FnError> {
-    rt.inner
-        .sched
-        .init
-        .get_or_try_init(|| initialize(rt))
-        .await
-        .map(|_| ())
+    let mut done = rt.inner.sched.init.lock().await;
+    if !*done {
+        initialize(rt).await?;
+        *done = true;
+    }
+    Ok(())
 }
 
 async fn initialize(rt: &Runtime) -> Result<(), FnError> {
-    // Actions interrupted by a stop may or may not have run: never run them again.
+    // Cluster mode: while this node followed, the leader may have changed the deployment's
+    // variables; the mirror is only refreshed by this node's own updates.
+    if rt.inner.store.role() != tickethub_store::NodeRole::Single {
+        crate::env_vars::reload(rt).await?;
+    }
+    // Actions interrupted by a stop (or, in cluster mode, by the death of the leader that ran
+    // them) may or may not have run: never run them again.
     let now = rt.now_ms();
     let interrupted = system_mutation(rt, move |txn| {
         let ids: Vec<DocumentId> = txn.collect(&by_state(JobState::InProgress), None)?.into_iter().map(|d| d.id).collect();
@@ -212,6 +218,9 @@ async fn run_pass(rt: &Runtime) -> Result<Pass, FnError> {
 
 // ---- loop, test clock, shutdown -------------------------------------------------------------
 
+/// How often a follower's scheduler loop checks whether this node now leads.
+const FOLLOWER_CHECK_EVERY: Duration = Duration::from_millis(250);
+
 pub(crate) fn start_background(rt: &Runtime) {
     let mut task = rt.inner.sched.loop_task.lock();
     if task.is_some() {
@@ -223,10 +232,18 @@ pub(crate) fn start_background(rt: &Runtime) {
 
 async fn background_loop(rt: Runtime) {
     let sched = &rt.inner.sched;
-    if let Err(e) = ensure_initialized(&rt).await {
-        tracing::error!(error = %e, "scheduler start-up failed; retrying on the next pass");
-    }
     while !sched.stopping.load(Ordering::SeqCst) {
+        // Cluster mode: scheduled jobs and crons run on the leader only. A follower checks again
+        // shortly, and starts them the moment it is promoted (the jobs' state is in the database,
+        // so a job the old leader finished is not run again).
+        if rt.inner.store.role() == tickethub_store::NodeRole::Follower {
+            *sched.init.lock().await = false;
+            tokio::select! {
+                _ = tokio::time::sleep(FOLLOWER_CHECK_EVERY) => {}
+                _ = sched.stop.notified() => break,
+            }
+            continue;
+        }
         if let Err(e) = ensure_initialized(&rt).await {
             tracing::error!(error = %e, "scheduler start-up failed");
         }

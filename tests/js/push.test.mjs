@@ -1,0 +1,303 @@
+// Unmodified Convex TypeScript pushed into tickethub with the pinned `convex` package's own CLI
+// (`npx convex dev --once`, `npx convex deploy`), then run in tickethub's embedded QuickJS beside
+// the built-in Rust app. The fixture is tests/js/fixtures/push/convex (schema.ts + messages.ts).
+//
+// Covers: the push protocol end to end; a table-free query answering right after the push; the
+// pushed table created at the next start; queries and mutations through ConvexHttpClient
+// (insert, get, patch, replace, delete, index range, order, take, filter, paginate, unique);
+// argument validation with Convex's text; ConvexError data; frozen Date.now; console.* as log
+// lines; internal functions hidden from clients; the time and memory limits; a live ConvexClient subscription updated by a
+// mutation; pushes that fail (a module that throws while loading, a TypeScript syntax error, a
+// name the built-in app uses) changing nothing; and restarts keeping the pushed code.
+
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { cp, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { after, before, describe, test } from "node:test";
+import { ConvexClient } from "convex/browser";
+import { anyApi } from "convex/server";
+import { startServer } from "./lib/server.mjs";
+import { newClient, rejectsWith, waitFor, withLogs } from "./lib/helpers.mjs";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const CONVEX_BIN = path.join(HERE, "node_modules", ".bin", "convex");
+const FIXTURE = path.join(HERE, "fixtures", "push", "convex");
+const api = anyApi;
+
+/** A project directory with the fixture's convex/ folder and the pinned package. */
+async function projectDir() {
+  const dir = await mkdtemp(path.join(tmpdir(), "convex-push-"));
+  await writeFile(path.join(dir, "package.json"), JSON.stringify({ name: "push-e2e", private: true, dependencies: { convex: "1.48.0" } }));
+  await symlink(path.join(HERE, "node_modules"), path.join(dir, "node_modules"), "dir");
+  await cp(FIXTURE, path.join(dir, "convex"), { recursive: true });
+  return dir;
+}
+
+/** Runs the CLI in `cwd` against `server`; resolves to {code, stdout, stderr, ms}. */
+function convex(server, cwd, args, timeoutMs = 120_000) {
+  return new Promise((resolve, reject) => {
+    const started = Date.now();
+    const child = spawn(CONVEX_BIN, args, {
+      cwd,
+      env: {
+        PATH: process.env.PATH,
+        HOME: process.env.HOME,
+        CONVEX_SELF_HOSTED_URL: server.url,
+        CONVEX_SELF_HOSTED_ADMIN_KEY: server.adminKey,
+        NO_COLOR: "1",
+        FORCE_COLOR: "0",
+        CI: "1",
+      },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    child.on("error", reject);
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr, ms: Date.now() - started });
+    });
+  });
+}
+
+const PUSH = ["dev", "--once", "--typecheck", "disable", "--tail-logs", "disable"];
+
+async function pushOk(server, cwd, args = PUSH) {
+  const r = await convex(server, cwd, args);
+  assert.equal(r.code, 0, `npx convex ${args.join(" ")} failed (${r.code}):\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+  return r;
+}
+
+describe("npx convex dev pushes a convex/ folder into tickethub", { timeout: 900_000 }, () => {
+  let server;
+  let cwd;
+  let http;
+
+  before(async () => {
+    server = await startServer({ which: "tickethub" });
+    cwd = await projectDir();
+    http = newClient(server);
+  });
+  after(async () => {
+    await server?.cleanup();
+    if (cwd) await rm(cwd, { recursive: true, force: true });
+  });
+
+  test("the first push installs the functions at once; its new table exists after a restart", withLogs(async () => {
+    const r = await pushOk(server, cwd);
+    assert.ok(r.ms < 60_000, `push took ${r.ms} ms`);
+    // The CLI's own codegen ran against our analysis.
+    const generated = await readFile(path.join(cwd, "convex", "_generated", "api.d.ts"), "utf8");
+    assert.match(generated, /messages/);
+
+    // A table-free query answers right away, deterministically: Date.now is frozen per call.
+    const clock = await http.query(api.messages.clock, {});
+    assert.equal(clock.a, clock.b);
+    assert.equal(clock.same, true);
+    assert.ok(Math.abs(clock.a - Date.now()) < 60_000, `frozen time ${clock.a} is now-ish`);
+    assert.ok(clock.random >= 0 && clock.random < 1);
+    assert.equal(clock.spin, 4999950000);
+
+    // The built-in Rust app still answers beside it.
+    assert.equal(await http.query(api.users.getUserById, { userId: "nobody" }), null);
+
+    await server.restart();
+    assert.deepEqual(await http.query(api.messages.list, { channel: "general" }), []);
+  }));
+
+  test("queries and mutations: writes, reads, index ranges, pagination, validation, errors", withLogs(async () => {
+    const id1 = await http.mutation(api.messages.send, { channel: "general", body: "hello" });
+    const id2 = await http.mutation(api.messages.send, { channel: "general", body: "second message" });
+    await http.mutation(api.messages.send, { channel: "random", body: "elsewhere" });
+    assert.equal(typeof id1, "string");
+
+    const general = await http.query(api.messages.list, { channel: "general" });
+    assert.deepEqual(general.map((m) => m.body), ["second message", "hello"], "index range, newest first");
+    assert.equal(general[0]._id, id2);
+    assert.equal(typeof general[0]._creationTime, "number");
+    assert.ok(Math.abs(general[0].sentAt - Date.now()) < 60_000);
+
+    const edited = await http.mutation(api.messages.edit, { id: id1, body: "hello, edited" });
+    assert.equal(edited.body, "hello, edited");
+    assert.equal(edited.channel, "general");
+    await http.mutation(api.messages.replaceBody, { id: id2, body: "replaced" });
+    const long = await http.query(api.messages.firstLong, { channel: "general", minLength: 9 });
+    assert.equal(long.body, "hello, edited");
+
+    // paginate: two pages of two, then done.
+    const first = await http.query(api.messages.page, { cursor: null });
+    assert.equal(first.page.length, 2);
+    assert.equal(first.isDone, false);
+    const second = await http.query(api.messages.page, { cursor: first.continueCursor });
+    assert.equal(second.page.length, 1);
+    const third = await http.query(api.messages.page, { cursor: second.continueCursor });
+    assert.equal(third.page.length, 0);
+    assert.equal(third.isDone, true);
+
+    assert.equal((await http.query(api.messages.only, { channel: "random" })).body, "elsewhere");
+    await rejectsWith(http.query(api.messages.only, { channel: "general" }), "unique() query returned more than one result");
+
+    await http.mutation(api.messages.remove, { id: id2 });
+    assert.deepEqual((await http.query(api.messages.list, { channel: "general" })).map((m) => m.body), ["hello, edited"]);
+
+    // Argument validation is the runtime's, with Convex's text.
+    await rejectsWith(http.mutation(api.messages.send, { channel: "general" }), "ArgumentValidationError");
+    await rejectsWith(http.mutation(api.messages.send, { channel: "general", body: 5 }), "ArgumentValidationError");
+    await rejectsWith(http.mutation(api.messages.edit, { id: "not-an-id", body: "x" }), "ArgumentValidationError");
+
+    // ConvexError data reaches the client.
+    const error = await rejectsWith(http.mutation(api.messages.send, { channel: "general", body: "  " }));
+    assert.deepEqual(error.data, { code: "EMPTY_BODY", channel: "general" });
+
+    // A plain throw is the function's message.
+    await rejectsWith(http.mutation(api.messages.replaceBody, { id: id2, body: "gone" }), `no message ${id2}`);
+
+    // console.* became log lines that the client prints.
+    const logged = http.logged.map((l) => l.text).join("\n");
+    assert.match(logged, /sending hello/, logged);
+
+    // Internal functions: not for clients, fine for the admin key.
+    await rejectsWith(http.query(api.messages.secret, {}), "Could not find public function");
+    const admin = newClient(server, { admin: true });
+    assert.equal(await admin.query(api.messages.secret, {}), "internal only");
+    assert.equal(await http.query(api.messages.whoami, {}), null);
+  }));
+
+  test("functions call functions (ctx.runQuery / ctx.runMutation) in one transaction, and schedule others", withLogs(async () => {
+    const result = await http.mutation(api.composed.sendAndCount, { channel: "inline", body: "one" });
+    assert.equal(typeof result.id, "string");
+    assert.equal(result.count, 1, "the inline query sees the inline mutation's write");
+    assert.equal(result.sameClock, true, "Date.now stays frozen across inline calls");
+    assert.equal((await http.mutation(api.composed.sendAndCount, { channel: "inline", body: "two" })).count, 2);
+
+    // The caller's failure takes the inline write with it.
+    await rejectsWith(http.mutation(api.composed.sendThenFail, { channel: "inline" }), "failing after the inline write");
+    assert.deepEqual(await http.query(api.composed.summary, { a: "inline", b: "nothing" }), { inline: 2, nothing: 0 });
+
+    // The runtime checks an inline call's arguments, and finds built-in Rust functions too.
+    await rejectsWith(http.query(api.composed.badInlineArgs, {}), "ArgumentValidationError");
+    assert.equal(await http.query(api.composed.builtinUser, { userId: "nobody" }), null);
+    // Internal functions stay internal for clients.
+    await rejectsWith(http.query(api.composed.countIn, { channel: "inline" }), "Could not find public function");
+
+    // ctx.scheduler: the job due now runs; the cancelled one never does.
+    const jobs = await http.mutation(api.composed.schedule, { channel: "scheduled" });
+    assert.equal(typeof jobs.soon, "string");
+    await waitFor(async () => (await http.query(api.messages.list, { channel: "scheduled" })).length === 1, {
+      what: "the scheduled insert",
+    });
+    const rows = await http.query(api.messages.list, { channel: "scheduled" });
+    assert.deepEqual(rows.map((m) => m.body), ["scheduled"]);
+  }));
+
+  test("a call past the time or memory limit fails with Convex's text; the next call runs", withLogs(async () => {
+    const started = Date.now();
+    await rejectsWith(http.query(api.messages.forever, {}), "Function execution timed out (maximum duration: 1s)");
+    assert.ok(Date.now() - started < 20_000, `stopped after ${Date.now() - started} ms`);
+    await rejectsWith(http.query(api.messages.hog, {}), "JavaScript execution ran out of memory");
+    const clock = await http.query(api.messages.clock, {});
+    assert.equal(clock.a, clock.b);
+  }));
+
+  test("a live query is updated by a mutation", withLogs(async () => {
+    const client = new ConvexClient(server.url);
+    try {
+      const seen = [];
+      const unsubscribe = client.onUpdate(api.messages.list, { channel: "live" }, (value) => seen.push(value));
+      await waitFor(() => seen.length >= 1, { what: "the first result" });
+      assert.deepEqual(seen.at(-1), []);
+      await http.mutation(api.messages.send, { channel: "live", body: "ping" });
+      await waitFor(() => seen.at(-1)?.length === 1, { what: "the update" });
+      assert.equal(seen.at(-1)[0].body, "ping");
+      unsubscribe();
+    } finally {
+      await client.close();
+    }
+  }));
+
+  test("the functions are listed by function-spec", withLogs(async () => {
+    const r = await convex(server, cwd, ["function-spec"]);
+    assert.equal(r.code, 0, r.stderr);
+    const spec = JSON.parse(r.stdout);
+    const byId = new Map(spec.functions.filter((f) => f.identifier).map((f) => [f.identifier, f]));
+    const send = byId.get("messages.js:send");
+    assert.ok(send, [...byId.keys()].join(", "));
+    assert.equal(send.functionType, "Mutation");
+    assert.deepEqual(send.args, {
+      type: "object",
+      value: { body: { fieldType: { type: "string" }, optional: false }, channel: { fieldType: { type: "string" }, optional: false } },
+    });
+    assert.deepEqual(byId.get("messages.js:secret").visibility, { kind: "internal" });
+    assert.ok(byId.has("users.js:getUserById"), "the built-in app is listed too");
+  }));
+
+  test("failed pushes change nothing and say why", withLogs(async () => {
+    const before = await http.query(api.messages.list, { channel: "general" });
+
+    // A module that throws while loading: refused by the server, naming the module.
+    await writeFile(path.join(cwd, "convex", "broken.ts"), 'import { query } from "./_generated/server";\nexport const x = query(async () => 1);\nthrow new Error("boom while loading");\n');
+    let r = await convex(server, cwd, PUSH);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stdout + r.stderr, /broken\.js/);
+    assert.match(r.stdout + r.stderr, /boom while loading/);
+
+    // A syntax error: esbuild refuses it before anything is sent.
+    await writeFile(path.join(cwd, "convex", "broken.ts"), "export const = ;\n");
+    r = await convex(server, cwd, PUSH);
+    assert.notEqual(r.code, 0);
+
+    // A function path the built-in app defines.
+    await rm(path.join(cwd, "convex", "broken.ts"));
+    await writeFile(path.join(cwd, "convex", "users.ts"), 'import { query } from "./_generated/server";\nexport const getUserById = query(async () => 1);\n');
+    r = await convex(server, cwd, PUSH);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stdout + r.stderr, /PushNameClash/);
+    assert.match(r.stdout + r.stderr, /users\.js:getUserById/);
+    await rm(path.join(cwd, "convex", "users.ts"));
+
+    // The old code still runs, and the built-in function is untouched.
+    await rejectsWith(http.query(api.broken.x, {}), "Could not find public function");
+    assert.deepEqual(await http.query(api.messages.list, { channel: "general" }), before);
+    assert.equal(await http.query(api.users.getUserById, { userId: "nobody" }), null);
+  }));
+
+  test("npx convex deploy pushes too, and a restart keeps the pushed code", withLogs(async () => {
+    await writeFile(path.join(cwd, "convex", "extra.ts"), 'import { query } from "./_generated/server";\nexport const answer = query({ args: {}, handler: async () => 42 });\n');
+    await pushOk(server, cwd, ["deploy", "--typecheck", "disable", "--yes"]);
+    assert.equal(await http.query(api.extra.answer, {}), 42);
+    await server.restart();
+    assert.equal(await http.query(api.extra.answer, {}), 42);
+    assert.ok((await http.query(api.messages.list, { channel: "general" })).length >= 1);
+  }));
+});
+
+describe("tickethub serve --app none: only the pushed app", { timeout: 600_000 }, () => {
+  let server;
+  let cwd;
+
+  before(async () => {
+    server = await startServer({ which: "tickethub", extraArgs: ["--app", "none"] });
+    cwd = await projectDir();
+  });
+  after(async () => {
+    await server?.cleanup();
+    if (cwd) await rm(cwd, { recursive: true, force: true });
+  });
+
+  test("no built-in functions or tables; a pushed users.ts is fine", withLogs(async () => {
+    const http = newClient(server);
+    await rejectsWith(http.query(api.users.getUserById, { userId: "x" }), "Could not find public function");
+    await writeFile(path.join(cwd, "convex", "users.ts"), 'import { query } from "./_generated/server";\nexport const getUserById = query({ args: {}, handler: async () => "pushed" });\n');
+    await pushOk(server, cwd);
+    assert.equal(await http.query(api.users.getUserById, {}), "pushed");
+    await server.restart();
+    const id = await http.mutation(api.messages.send, { channel: "solo", body: "only me" });
+    assert.equal((await http.query(api.messages.list, { channel: "solo" }))[0]._id, id);
+  }));
+});
