@@ -63,10 +63,11 @@ pub(crate) trait Snapshot: Reads + Send {
 
 /// Where snapshots come from: a pool whose size bounds the views open at once.
 pub(crate) trait SnapshotSource: Send + Sync {
-    /// A snapshot at the latest commit, waiting (blocking the thread) while the pool is empty.
-    fn take(&self) -> Result<Box<dyn Snapshot>, StoreError>;
+    /// A snapshot at the latest commit (at least `latest`, the newest this process has
+    /// acknowledged or heard of), waiting (blocking the thread) while the pool is empty.
+    fn take(&self, latest: Timestamp) -> Result<Box<dyn Snapshot>, StoreError>;
     /// A snapshot if a connection is free right now.
-    fn try_take(&self) -> Result<Option<Box<dyn Snapshot>>, StoreError>;
+    fn try_take(&self, latest: Timestamp) -> Result<Option<Box<dyn Snapshot>>, StoreError>;
     /// Bytes the data takes on disk.
     fn disk_bytes(&self) -> u64;
     fn close(&self);

@@ -19,7 +19,7 @@
 //!   fencing token: a writer that lost its connection and the lock cannot commit after someone
 //!   else took over).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound as RangeBound;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -409,14 +409,36 @@ fn count_documents(conn: &RefCell<Conn>, table: TableNumber) -> Result<u64, Stor
 // ------------------------------------------------------------------------------ snapshots
 
 /// A pooled reader connection. A snapshot's read-only transaction is not ended when the snapshot
-/// is dropped: its COMMIT travels with the next snapshot's BEGIN, one round trip instead of two.
-/// [`PgPool::end_stale`] ends those left open longer than [`READ_TXN_IDLE_MAX`], so an idle
-/// pool does not hold back Postgres's vacuum.
+/// is dropped: while nothing has been committed since, the next snapshot reuses it with no round
+/// trip at all (it sees exactly the latest commit); otherwise its COMMIT travels with the next
+/// snapshot's BEGIN, one round trip instead of two. [`PgPool::end_stale`] ends those left open
+/// longer than [`READ_TXN_IDLE_MAX`], so an idle pool does not hold back Postgres's vacuum.
 struct PooledConn {
     conn: Conn,
-    /// A finished snapshot's transaction is still open on it.
-    open_txn: bool,
+    /// A finished snapshot's transaction, still open on it.
+    open_txn: Option<OpenTxn>,
     idle_since: Instant,
+}
+
+/// A finished snapshot's read-only transaction, left open on its connection.
+#[derive(Clone, Copy)]
+struct OpenTxn {
+    /// The commit its snapshot shows.
+    ts: Timestamp,
+    begun: Instant,
+    /// No statement in it failed (a failed one aborts the transaction: it can only be ended).
+    usable: bool,
+}
+
+impl OpenTxn {
+    /// Whether a snapshot asked for at `latest` may reuse this transaction. Its snapshot is exactly
+    /// the state at `ts`, and every write goes through the one writer, which publishes its commit
+    /// timestamp before acknowledging (a follower: once it has heard of the commit), so `ts ==
+    /// latest` means nothing acknowledged is missing. The age bound keeps Postgres's vacuum
+    /// horizon moving under a steady read load.
+    fn reusable_at(&self, latest: Timestamp) -> bool {
+        self.usable && self.ts == latest && self.begun.elapsed() < READ_TXN_REUSE_MAX
+    }
 }
 
 /// A reader connection's snapshot read of `last_ts`, prepared once at connect and run by name
@@ -427,6 +449,8 @@ const PREPARE_LAST_TS: &str =
 
 /// Longest a finished snapshot's transaction stays open on an idle connection.
 const READ_TXN_IDLE_MAX: Duration = Duration::from_millis(500);
+/// Longest one read-only transaction serves snapshots, counted from its BEGIN.
+const READ_TXN_REUSE_MAX: Duration = Duration::from_secs(1);
 
 /// Connections for snapshots. Slots whose connection broke (a Postgres restart) reconnect when
 /// next taken, on the taker's (blocking) thread.
@@ -467,7 +491,7 @@ impl PgPool {
                 return match connected {
                     Ok(conn) => Ok(Some(PooledConn {
                         conn,
-                        open_txn: false,
+                        open_txn: None,
                         idle_since: Instant::now(),
                     })),
                     Err(e) => {
@@ -484,7 +508,7 @@ impl PgPool {
         }
     }
 
-    fn put(&self, conn: Conn, open_txn: bool) {
+    fn put(&self, conn: Conn, open_txn: Option<OpenTxn>) {
         if self.closed.load(Ordering::Acquire) || conn.is_closed() {
             *self.open.lock() -= 1;
         } else {
@@ -503,13 +527,13 @@ impl PgPool {
             let mut idle = self.idle.lock();
             let (stale, fresh): (Vec<_>, Vec<_>) = idle
                 .drain(..)
-                .partition(|p| p.open_txn && p.idle_since.elapsed() >= READ_TXN_IDLE_MAX);
+                .partition(|p| p.open_txn.is_some() && p.idle_since.elapsed() >= READ_TXN_IDLE_MAX);
             *idle = fresh;
             stale
         };
         for mut pooled in stale {
             let _ = pooled.conn.client.batch_execute("COMMIT");
-            self.put(pooled.conn, false);
+            self.put(pooled.conn, None);
         }
     }
 }
@@ -533,17 +557,31 @@ fn spawn_reaper(pool: &Arc<PgPool>) -> Result<(), StoreError> {
 pub(crate) struct PgSnapshot {
     conn: Option<RefCell<Conn>>,
     pool: Arc<PgPool>,
-    ts: Timestamp,
+    /// Its transaction; `usable` turns false when a statement in it fails.
+    txn: Cell<OpenTxn>,
 }
 
 impl PgSnapshot {
-    fn begin(pooled: PooledConn, pool: Arc<PgPool>) -> Result<PgSnapshot, StoreError> {
+    /// A snapshot showing at least `latest`.
+    fn begin(
+        pooled: PooledConn,
+        pool: Arc<PgPool>,
+        latest: Timestamp,
+    ) -> Result<PgSnapshot, StoreError> {
         let PooledConn {
             mut conn, open_txn, ..
         } = pooled;
+        if let Some(txn) = open_txn.filter(|txn| txn.reusable_at(latest)) {
+            return Ok(PgSnapshot {
+                conn: Some(RefCell::new(conn)),
+                pool,
+                txn: Cell::new(txn),
+            });
+        }
         // One round trip: the previous snapshot's end, the transaction and its first read, which
         // fixes the snapshot.
-        let started = conn.client.simple_query(if open_txn {
+        let begun = Instant::now();
+        let started = conn.client.simple_query(if open_txn.is_some() {
             "COMMIT; BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; EXECUTE tickethub_last_ts"
         } else {
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; EXECUTE tickethub_last_ts"
@@ -558,27 +596,45 @@ impl PgSnapshot {
                 .unwrap_or(0),
             Err(e) => {
                 let _ = conn.client.batch_execute("ROLLBACK");
-                pool.put(conn, false);
+                pool.put(conn, None);
                 return Err(e.into());
             }
         };
         Ok(PgSnapshot {
             conn: Some(RefCell::new(conn)),
             pool,
-            ts: Timestamp(ts),
+            txn: Cell::new(OpenTxn {
+                ts: Timestamp(ts),
+                begun,
+                usable: true,
+            }),
         })
     }
 
     fn conn(&self) -> &RefCell<Conn> {
         self.conn.as_ref().expect("connection present until drop")
     }
+
+    /// Runs a read in this snapshot's transaction; a failure leaves the transaction unusable.
+    fn reading<T>(
+        &self,
+        read: impl FnOnce(&RefCell<Conn>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let result = off_worker(|| read(self.conn()));
+        if result.is_err() {
+            let mut txn = self.txn.get();
+            txn.usable = false;
+            self.txn.set(txn);
+        }
+        result
+    }
 }
 
 impl Drop for PgSnapshot {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            // Ended by the next snapshot on this connection, or by the reaper.
-            self.pool.put(conn.into_inner(), true);
+            // Reused or ended by the next snapshot on this connection, or ended by the reaper.
+            self.pool.put(conn.into_inner(), Some(self.txn.get()));
         }
     }
 }
@@ -599,11 +655,11 @@ fn off_worker<T>(read: impl FnOnce() -> T) -> T {
 
 impl Reads for PgSnapshot {
     fn load(&self, id: &DocumentId) -> Result<Option<StoredDoc>, StoreError> {
-        off_worker(|| load(self.conn(), id))
+        self.reading(|conn| load(conn, id))
     }
     fn scan(&self, range: ScanRange<'_>, visit: &mut RowVisitor<'_>) -> Result<(), StoreError> {
-        off_worker(|| {
-            let mut rows = Chunked::new(self.conn(), range);
+        self.reading(|conn| {
+            let mut rows = Chunked::new(conn, range);
             while let Some(row) = rows.next()? {
                 if visit_row(&row, visit)? == Visit::Stop {
                     break;
@@ -616,10 +672,10 @@ impl Reads for PgSnapshot {
 
 impl Snapshot for PgSnapshot {
     fn ts(&self) -> Timestamp {
-        self.ts
+        self.txn.get().ts
     }
     fn count_entries(&self, index: IndexId) -> Result<u64, StoreError> {
-        off_worker(|| count_entries(self.conn(), index))
+        self.reading(|conn| count_entries(conn, index))
     }
 }
 
@@ -628,19 +684,19 @@ pub(crate) struct PgSnapshots {
 }
 
 impl SnapshotSource for PgSnapshots {
-    fn take(&self) -> Result<Box<dyn Snapshot>, StoreError> {
+    fn take(&self, latest: Timestamp) -> Result<Box<dyn Snapshot>, StoreError> {
         off_worker(|| {
             let conn = self
                 .pool
                 .get(true)?
                 .expect("a waiting get returns a connection");
-            Ok(Box::new(PgSnapshot::begin(conn, self.pool.clone())?) as Box<dyn Snapshot>)
+            Ok(Box::new(PgSnapshot::begin(conn, self.pool.clone(), latest)?) as Box<dyn Snapshot>)
         })
     }
-    fn try_take(&self) -> Result<Option<Box<dyn Snapshot>>, StoreError> {
+    fn try_take(&self, latest: Timestamp) -> Result<Option<Box<dyn Snapshot>>, StoreError> {
         off_worker(|| match self.pool.get(false)? {
             Some(conn) => Ok(Some(
-                Box::new(PgSnapshot::begin(conn, self.pool.clone())?) as _
+                Box::new(PgSnapshot::begin(conn, self.pool.clone(), latest)?) as _,
             )),
             None => Ok(None),
         })
@@ -664,10 +720,17 @@ impl PgSnapshots {
                 "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind = 'r'",
                 &[],
             );
-            if let Ok(rows) = measured {
-                self.pool
+            match measured {
+                Ok(rows) => self
+                    .pool
                     .disk_bytes
-                    .store(rows[0].get::<_, i64>(0) as u64, Ordering::Relaxed);
+                    .store(rows[0].get::<_, i64>(0) as u64, Ordering::Relaxed),
+                Err(_) => {
+                    // Inside a left-open transaction the failure aborted it.
+                    if let Some(txn) = pooled.open_txn.as_mut() {
+                        txn.usable = false;
+                    }
+                }
             }
             self.pool.put(pooled.conn, pooled.open_txn);
         }
@@ -1615,7 +1678,7 @@ fn connect_pool(at: &PostgresLocation, readers: usize) -> Result<Arc<PgPool>, St
         })
         .collect::<Result<Vec<_>, _>>()?;
     for pooled in conns {
-        pool.put(pooled.conn, false);
+        pool.put(pooled.conn, None);
     }
     spawn_reaper(&pool)?;
     Ok(pool)

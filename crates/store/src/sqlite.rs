@@ -179,11 +179,12 @@ pub(crate) struct SqliteSnapshots {
 }
 
 impl SnapshotSource for SqliteSnapshots {
-    fn take(&self) -> Result<Box<dyn Snapshot>, StoreError> {
+    // SQLite's snapshot is its read transaction's, always the latest commit.
+    fn take(&self, _latest: Timestamp) -> Result<Box<dyn Snapshot>, StoreError> {
         let conn = self.pool.take()?;
         Ok(Box::new(SqliteSnapshot::begin(conn, self.pool.clone())?))
     }
-    fn try_take(&self) -> Result<Option<Box<dyn Snapshot>>, StoreError> {
+    fn try_take(&self, _latest: Timestamp) -> Result<Option<Box<dyn Snapshot>>, StoreError> {
         match self.pool.try_take()? {
             Some(conn) => Ok(Some(Box::new(SqliteSnapshot::begin(
                 conn,

@@ -416,7 +416,7 @@ impl Store {
     /// A consistent snapshot at the latest commit. Blocks the thread while every reader is lent
     /// out: async callers use [`Store::try_read`] first and wait on a blocking thread.
     pub fn read(&self) -> Result<ReadTxn, StoreError> {
-        let snapshot = self.inner.snapshots.take()?;
+        let snapshot = self.inner.snapshots.take(self.latest_ts())?;
         Ok(ReadTxn::new(snapshot, self.inner.catalog.clone()))
     }
 
@@ -426,7 +426,7 @@ impl Store {
         Ok(self
             .inner
             .snapshots
-            .try_take()?
+            .try_take(self.latest_ts())?
             .map(|snapshot| ReadTxn::new(snapshot, self.inner.catalog.clone())))
     }
 

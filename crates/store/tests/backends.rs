@@ -1,8 +1,8 @@
 //! What each storage engine must get right beyond the basics, run on SQLite and (with
 //! `TICKETHUB_STORE_TEST_POSTGRES`) on Postgres: index keys longer than a B-tree entry, a
 //! mutation's reads merging its batch's own writes (inserts, patches that keep or move index
-//! keys, deletes) in both orders, and undoing one job inside a batch. On Postgres also: one
-//! writer per schema.
+//! keys, deletes) in both orders, undoing one job inside a batch, and a snapshot after an
+//! acknowledged write seeing it. On Postgres also: one writer per schema.
 
 mod support;
 
@@ -354,4 +354,46 @@ fn an_idle_postgres_pool_holds_no_transaction_open() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+#[test]
+fn a_snapshot_taken_after_an_acknowledged_write_sees_it() {
+    // On Postgres a finished snapshot's transaction is reused while nothing was committed since;
+    // a write acknowledged in between must end that reuse. Readers on other threads keep the
+    // pooled transactions busy and left open, as a server's queries do.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    tags_and_ns(&store.read().unwrap(), &by_tag(Order::Asc));
+                }
+            })
+        })
+        .collect();
+    for n in 1..=100 {
+        let before = store.read().unwrap();
+        assert_eq!(tags_and_ns(&before, &by_tag(Order::Asc)).len(), n - 1);
+        drop(before);
+        let (_, info) = store
+            .mutate(move |tx| tx.insert("items", item("a", n as i64)))
+            .unwrap();
+        let after = store.read().unwrap();
+        assert!(
+            after.ts() >= info.ts,
+            "snapshot {:?} before commit {:?}",
+            after.ts(),
+            info.ts
+        );
+        assert_eq!(
+            tags_and_ns(&after, &by_tag(Order::Asc)).len(),
+            n,
+            "write {n} missing"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    readers.into_iter().for_each(|r| r.join().unwrap());
 }
