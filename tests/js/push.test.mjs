@@ -117,6 +117,11 @@ describe("npx convex dev pushes a convex/ folder into tickethub", { timeout: 900
     await http.mutation(api.messages.send, { channel: "random", body: "elsewhere" });
     assert.equal(typeof id1, "string");
 
+    // db.normalizeId: an ID of the table comes back; anything else is null, never an error.
+    assert.equal(await http.query(api.messages.normalize, { table: "messages", id: id1 }), id1);
+    assert.equal(await http.query(api.messages.normalize, { table: "messages", id: "not-an-id" }), null);
+    assert.equal(await http.query(api.messages.normalize, { table: "no_such_table", id: id1 }), null);
+
     const general = await http.query(api.messages.list, { channel: "general" });
     assert.deepEqual(general.map((m) => m.body), ["second message", "hello"], "index range, newest first");
     assert.equal(general[0]._id, id2);
@@ -189,6 +194,9 @@ describe("npx convex dev pushes a convex/ folder into tickethub", { timeout: 900
     // ctx.scheduler: the job due now runs; the cancelled one never does.
     const jobs = await http.mutation(api.composed.schedule, { channel: "scheduled" });
     assert.equal(typeof jobs.soon, "string");
+    // db.system.normalizeId knows the scheduler's table; a job's ID is no message's.
+    assert.equal(await http.query(api.messages.normalize, { table: "_scheduled_functions", id: jobs.soon }), jobs.soon);
+    assert.equal(await http.query(api.messages.normalize, { table: "messages", id: jobs.soon }), null);
     await waitFor(async () => (await http.query(api.messages.list, { channel: "scheduled" })).length === 1, {
       what: "the scheduled insert",
     });

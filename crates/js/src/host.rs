@@ -12,7 +12,8 @@ use rquickjs::module::{Declared, WriteOptions};
 use rquickjs::promise::PromiseState;
 use rquickjs::{Context, Ctx, Function, Module, Object, Promise};
 use tickethub_runtime::{
-    FnError, FunctionKind, LogLevel, MutationCtx, QueryCtx, StoredModule, Value, Visibility,
+    FnError, FunctionKind, LogLevel, MutationCtx, QueryCtx, Runtime, StoredModule, Value,
+    Visibility,
 };
 
 use crate::{Bundle, JsError};
@@ -61,10 +62,10 @@ impl Invocation<'_, '_> {
             Invocation::Mutation(ctx) => ctx.now_ms(),
         }
     }
-    fn env_lookup(&self) -> EnvLookup {
+    fn runtime(&self) -> Runtime {
         match self {
-            Invocation::Query(ctx) => Box::new(ctx.env_lookup()),
-            Invocation::Mutation(ctx) => Box::new(ctx.env_lookup()),
+            Invocation::Query(ctx) => ctx.runtime(),
+            Invocation::Mutation(ctx) => ctx.runtime(),
         }
     }
 }
@@ -221,8 +222,6 @@ struct SyscallRequest {
     args: String,
 }
 
-type EnvLookup = Box<dyn Fn(&str) -> Option<String>>;
-
 /// What the host functions installed in a context share with the driver loop.
 #[derive(Default)]
 struct HostState {
@@ -233,8 +232,9 @@ struct HostState {
     deadline: Cell<Option<Instant>>,
     /// Set when the interrupt handler stopped a call.
     interrupted: Cell<bool>,
-    /// `process.env` of the running call, from its context.
-    env: RefCell<Option<EnvLookup>>,
+    /// The running call's runtime: the synchronous host calls (`process.env`,
+    /// `db.normalizeId`) answer from it.
+    runtime: RefCell<Option<Runtime>>,
     /// Calls run so far, mixed into each call's random seed.
     calls: Cell<u32>,
 }
@@ -356,8 +356,22 @@ fn install_host<'js>(ctx: &Ctx<'js>, state: &Rc<HostState>) -> rquickjs::Result<
     host.set(
         "env",
         Function::new(ctx.clone(), move |name: String| -> Option<String> {
-            s.env.borrow().as_ref().and_then(|lookup| lookup(&name))
+            s.runtime.borrow().as_ref().and_then(|rt| rt.env_var(&name))
         })?,
+    )?;
+    let s = state.clone();
+    host.set(
+        "normalizeId",
+        Function::new(
+            ctx.clone(),
+            move |table: String, id: String| -> Option<String> {
+                let runtime = s.runtime.borrow();
+                runtime
+                    .as_ref()?
+                    .normalize_id(&table, &id)
+                    .map(|id| id.encode())
+            },
+        )?,
     )?;
     ctx.globals().set("__tickethub_host", host)?;
     ctx.globals().set(NAMESPACES, Object::new(ctx.clone())?)?;
@@ -410,7 +424,7 @@ fn run(
     let state = worker.state.clone();
     state.requests.borrow_mut().clear();
     state.interrupted.set(false);
-    *state.env.borrow_mut() = Some(invocation.env_lookup());
+    *state.runtime.borrow_mut() = Some(invocation.runtime());
     state.calls.set(state.calls.get().wrapping_add(1));
     state
         .deadline
@@ -431,7 +445,7 @@ fn run(
         )
     });
     state.deadline.set(None);
-    *state.env.borrow_mut() = None;
+    *state.runtime.borrow_mut() = None;
     match outcome {
         Ok(value) => Ok(value),
         Err(_) if state.interrupted.get() => {

@@ -1,8 +1,8 @@
 // Installed once in each QuickJS context before any pushed module runs. It gives the `convex`
 // package the host it expects (`Convex.syscall`, `Convex.asyncSyscall`), makes queries and
 // mutations deterministic (frozen `Date`, seeded `Math.random`) and turns `console.*` into log
-// lines. Rust provides `__tickethub_host` = { send(op, json) -> id, log(level, text), env(name) }
-// and answers each `send` later through `__tickethub_settle`.
+// lines. Rust provides `__tickethub_host` = { send(op, json) -> id, log(level, text), env(name),
+// normalizeId(table, id) } and answers each `send` later through `__tickethub_settle`.
 (function () {
   "use strict";
   const host = globalThis.__tickethub_host;
@@ -70,6 +70,13 @@
       }
       if (op === "1.0/queryCleanup") {
         return JSON.stringify(streams.delete(JSON.parse(json).queryId));
+      }
+      if (op === "1.0/db/normalizeId") {
+        const { table, idString } = JSON.parse(json);
+        if (typeof table !== "string" || typeof idString !== "string") {
+          throw new Error("db.normalizeId takes a table name and an ID string");
+        }
+        return JSON.stringify({ id: host.normalizeId(table, idString) ?? null });
       }
       throw new Error(`The syscall ${op} is not supported by tickethub's JavaScript runtime yet`);
     },

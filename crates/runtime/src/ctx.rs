@@ -354,14 +354,12 @@ pub struct QueryCtx<'a> {
 }
 
 impl QueryCtx<'_> {
-    /// Environment variables as functions see them (the deployment's, then the server
-    /// process's), as a lookup that outlives the context: pushed JavaScript reads
-    /// `process.env` from a callback.
-    pub fn env_lookup(&self) -> impl Fn(&str) -> Option<String> + Send + Sync + 'static {
-        let rt = Runtime {
+    /// The runtime, as a handle that outlives the context: pushed JavaScript's synchronous host
+    /// calls (`process.env`, `db.normalizeId`) answer from it.
+    pub fn runtime(&self) -> Runtime {
+        Runtime {
             inner: self.env.rt.clone(),
-        };
-        move |name| rt.env_var(name)
+        }
     }
     /// Milliseconds since the epoch, from the runtime's clock (the test clock when enabled),
     /// frozen at the start of the call.
@@ -425,12 +423,11 @@ pub struct MutationCtx<'a> {
 }
 
 impl MutationCtx<'_> {
-    /// As [`QueryCtx::env_lookup`].
-    pub fn env_lookup(&self) -> impl Fn(&str) -> Option<String> + Send + Sync + 'static {
-        let rt = Runtime {
+    /// As [`QueryCtx::runtime`].
+    pub fn runtime(&self) -> Runtime {
+        Runtime {
             inner: self.env.rt.clone(),
-        };
-        move |name| rt.env_var(name)
+        }
     }
     pub fn now_ms(&self) -> f64 {
         self.env.now_ms

@@ -377,6 +377,19 @@ impl Runtime {
         &self.inner.store
     }
 
+    /// Convex's `db.normalizeId(table, idString)`: the ID when `id` is a well-formed ID of
+    /// `table`, `None` otherwise (also for an unknown table, or a system table other than
+    /// `_storage` and `_scheduled_functions`, which functions never see).
+    pub fn normalize_id(&self, table: &str, id: &str) -> Option<tickethub_value::DocumentId> {
+        let visible = !table.starts_with('_')
+            || table == crate::storage::STORAGE_TABLE
+            || table == crate::scheduler::SCHEDULED_FUNCTIONS_TABLE;
+        let number = self.inner.store.table_number(table).filter(|_| visible)?;
+        tickethub_value::DocumentId::decode(id)
+            .ok()
+            .filter(|decoded| decoded.table == number)
+    }
+
     pub fn config(&self) -> &RuntimeConfig {
         &self.inner.config
     }

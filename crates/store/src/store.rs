@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use tickethub_knobs as knobs;
+use tickethub_value::TableNumber;
 
 use crate::backend::{BatchWriter, SnapshotSource};
 use crate::catalog::Catalog;
@@ -512,6 +513,11 @@ impl Store {
     /// The recent commits and the keys they wrote.
     pub fn commit_log(&self) -> &CommitLog {
         &self.inner.shared.log
+    }
+
+    /// The number of the table named `name` (from the catalog, no I/O).
+    pub fn table_number(&self, name: &str) -> Option<TableNumber> {
+        self.inner.catalog.table(name).map(|t| t.number)
     }
 
     /// The table an index belongs to (from the catalog, no I/O): what a commit log entry's keys
