@@ -89,7 +89,7 @@ describe("npx convex dev pushes a convex/ folder into tickethub", { timeout: 900
     if (cwd) await rm(cwd, { recursive: true, force: true });
   });
 
-  test("the first push installs the functions at once; its new table exists after a restart", withLogs(async () => {
+  test("the first push installs the functions and creates their table at once; both survive a restart", withLogs(async () => {
     const r = await pushOk(server, cwd);
     assert.ok(r.ms < 60_000, `push took ${r.ms} ms`);
     // The CLI's own codegen ran against our analysis.
@@ -107,6 +107,8 @@ describe("npx convex dev pushes a convex/ folder into tickethub", { timeout: 900
     // The built-in Rust app still answers beside it.
     assert.equal(await http.query(api.users.getUserById, { userId: "nobody" }), null);
 
+    // schema.ts's table exists without a restart, with its index.
+    assert.deepEqual(await http.query(api.messages.list, { channel: "general" }), []);
     await server.restart();
     assert.deepEqual(await http.query(api.messages.list, { channel: "general" }), []);
   }));
@@ -275,12 +277,39 @@ describe("npx convex dev pushes a convex/ folder into tickethub", { timeout: 900
     assert.equal(await http.query(api.users.getUserById, { userId: "nobody" }), null);
   }));
 
-  test("npx convex deploy pushes too, and a restart keeps the pushed code", withLogs(async () => {
-    await writeFile(path.join(cwd, "convex", "extra.ts"), 'import { query } from "./_generated/server";\nexport const answer = query({ args: {}, handler: async () => 42 });\n');
+  test("npx convex deploy pushes too: a new table and a new index work at once; a restart keeps them", withLogs(async () => {
+    const messages = (await http.query(api.messages.page, { cursor: null })).page;
+    assert.ok(messages.length >= 1, "earlier tests left messages behind");
+    // A new table with an index, and a new index on the existing table (backfilled).
+    const schema = await readFile(path.join(cwd, "convex", "schema.ts"), "utf8");
+    await writeFile(
+      path.join(cwd, "convex", "schema.ts"),
+      schema
+        .replace('.index("by_channel", ["channel"])', '.index("by_channel", ["channel"]).index("by_body", ["body"])')
+        .replace("});\n", '  tags: defineTable({ name: v.string(), uses: v.number() }).index("by_name", ["name"]),\n});\n'),
+    );
+    await writeFile(
+      path.join(cwd, "convex", "extra.ts"),
+      [
+        'import { v } from "convex/values";',
+        'import { mutation, query } from "./_generated/server";',
+        "export const answer = query({ args: {}, handler: async () => 42 });",
+        "export const tag = mutation({ args: { name: v.string() }, handler: async (ctx, { name }) => ctx.db.insert(\"tags\", { name, uses: 1 }) });",
+        "export const tagNamed = query({ args: { name: v.string() }, handler: async (ctx, { name }) => (await ctx.db.query(\"tags\").withIndex(\"by_name\", (q) => q.eq(\"name\", name)).unique())?.uses ?? null });",
+        "export const byBody = query({ args: { body: v.string() }, handler: async (ctx, { body }) => (await ctx.db.query(\"messages\").withIndex(\"by_body\", (q) => q.eq(\"body\", body)).collect()).map((m) => m._id) });",
+        "",
+      ].join("\n"),
+    );
     await pushOk(server, cwd, ["deploy", "--typecheck", "disable", "--yes"]);
-    assert.equal(await http.query(api.extra.answer, {}), 42);
+    const check = async () => {
+      assert.equal(await http.query(api.extra.answer, {}), 42);
+      assert.deepEqual(await http.query(api.extra.byBody, { body: messages[0].body }), [messages[0]._id], "the new index holds the existing rows");
+      assert.equal(await http.query(api.extra.tagNamed, { name: "rust" }), 1);
+    };
+    await http.mutation(api.extra.tag, { name: "rust" });
+    await check();
     await server.restart();
-    assert.equal(await http.query(api.extra.answer, {}), 42);
+    await check();
     assert.ok((await http.query(api.messages.list, { channel: "general" })).length >= 1);
   }));
 });

@@ -130,6 +130,26 @@ pub struct SchemaTable {
     pub indexes: Vec<(String, Vec<String>)>,
 }
 
+impl SchemaTable {
+    /// The store's definition: its indexes, its documents not validated (pushed validators are
+    /// not enforced by the store).
+    pub fn table_def(&self) -> tickethub_runtime::TableDef {
+        tickethub_runtime::TableDef {
+            name: self.name.clone(),
+            fields: Default::default(),
+            indexes: self
+                .indexes
+                .iter()
+                .map(|(name, fields)| tickethub_runtime::IndexDef {
+                    name: name.clone(),
+                    fields: fields.clone(),
+                })
+                .collect(),
+            validate: false,
+        }
+    }
+}
+
 /// What a push defines.
 #[derive(Clone, Debug, Default)]
 pub struct Analysis {

@@ -3,10 +3,9 @@
 //! `finish_push` stores them and swaps the pushed functions in ([`PushService::commit`]). A push
 //! that fails at any step changes nothing: the functions of the last good push keep running.
 //!
-//! Tables: the store's tables are fixed while it is open, so a table that `schema.ts` adds is
-//! created at the next start (the server reads the stored push before it opens the store for
-//! good: [`PushService::tables_to_create`]). Until then, calls that touch it fail with the
-//! store's unknown-table error; the push says so in the server log.
+//! Tables: `finish_push` creates the tables `schema.ts` declares, and changes their indexes, before
+//! the new functions run ([`tickethub_runtime::Runtime::put_pushed_tables`]). At start-up the
+//! server opens the store with them from the start ([`PushService::tables_to_create`]).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +14,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tickethub_runtime::{FnError, Runtime, StoredModule};
 
-use crate::{analyze, build_app, Analysis, Bundle, JsError};
+use crate::{analyze, build_app, Analysis, Bundle, JsError, SchemaTable};
 
 /// Why a push was refused.
 #[derive(Debug, thiserror::Error)]
@@ -160,23 +159,14 @@ impl PushService {
             }
         }
         .ok_or(PushError::NoPendingPush)?;
+        // The tables first, so the new functions never run without them; a table left behind by
+        // a failure further on is empty and harmless.
+        let tables = prepared.analysis.tables.iter().map(SchemaTable::table_def);
+        self.runtime.put_pushed_tables(tables.collect()).await?;
         self.runtime
             .save_pushed_modules(prepared.bundle.modules().to_vec())
             .await?;
         self.install(prepared.bundle.clone(), prepared.analysis.clone())?;
-        let missing: Vec<&str> = prepared
-            .analysis
-            .tables
-            .iter()
-            .map(|t| t.name.as_str())
-            .filter(|name| !self.runtime.store().schema().tables.contains_key(*name))
-            .collect();
-        if !missing.is_empty() {
-            tracing::warn!(
-                tables = ?missing,
-                "the push declares new tables; they are created at the next start of the server"
-            );
-        }
         Ok(prepared.analysis.clone())
     }
 

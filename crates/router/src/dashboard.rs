@@ -290,7 +290,7 @@ fn table_written(
             writes
                 .keys
                 .iter()
-                .any(|k| store.table_of_index(k.index) == Some(table))
+                .any(|k| store.table_of_index(k.index).as_deref() == Some(table))
         })
 }
 
@@ -333,10 +333,8 @@ async fn tables(state: &Arc<AppState>) -> Answer {
 
 /// The fields a query on `index` of `table` may constrain, in order.
 fn index_fields(state: &AppState, table: &str, index: &str) -> Result<Vec<String>, DashError> {
-    let def = state
-        .runtime
-        .store()
-        .schema()
+    let schema = state.runtime.store().schema();
+    let def = schema
         .tables
         .get(table)
         .ok_or_else(|| bad(format!("There is no table named {table:?}.")))?;

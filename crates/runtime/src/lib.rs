@@ -69,7 +69,7 @@ pub use tickethub_auth::{VerifiedDelivery, WebhookError, WebhookVerifier};
 /// in the macro namespace).
 pub use tickethub_macros::Args;
 /// The store a [`Runtime`] runs on (apps' tests open one in a temporary directory).
-pub use tickethub_store::{Order, Schema, Store, StoreOptions, Timestamp};
+pub use tickethub_store::{IndexDef, Order, Schema, Store, StoreOptions, TableDef, Timestamp};
 pub use tickethub_value::validator::v;
 /// Convex values, and serde to and from them.
 pub use tickethub_value::{from_value, to_value, BridgeError, Object, Validator, Value};

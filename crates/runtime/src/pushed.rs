@@ -92,6 +92,21 @@ pub fn read_stored_modules(store: &tickethub_store::Store) -> Result<Vec<StoredM
 }
 
 impl Runtime {
+    /// Create the pushed schema's tables, or change their indexes, now ([`Store::put_tables`],
+    /// on a blocking thread).
+    ///
+    /// [`Store::put_tables`]: tickethub_store::Store::put_tables
+    pub async fn put_pushed_tables(
+        &self,
+        tables: Vec<tickethub_store::TableDef>,
+    ) -> Result<(), FnError> {
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || store.put_tables(tables))
+            .await
+            .map_err(|e| FnError::Internal(format!("creating the pushed tables: {e}")))??;
+        Ok(())
+    }
+
     /// The modules of the last successful push (empty if nothing was ever pushed).
     pub fn pushed_modules(&self) -> Result<Vec<StoredModule>, FnError> {
         Ok(read_modules(&self.inner.store.read()?)?)

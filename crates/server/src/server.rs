@@ -374,8 +374,9 @@ async fn bind(host: IpAddr, port: u16, what: &str) -> anyhow::Result<TcpListener
 }
 
 /// Open the store; if the stored push (`npx convex deploy`) declares tables the schema lacks,
-/// close it and open it again with those tables added (schemaless, with the push's indexes):
-/// the store's tables are fixed while it is open, so this is where pushed tables come to exist.
+/// close it and open it again with those tables added (schemaless, with the push's indexes).
+/// Opening with them, rather than adding them once open (as a push does), matters: the migration
+/// at open drops the indexes of a table its schema does not name.
 fn open_store_with_pushed_tables(
     location: &StoreLocation,
     cluster: Option<&tickethub_store::ClusterOptions>,
@@ -414,19 +415,7 @@ fn open_store_with_pushed_tables(
     drop(store);
     for table in tables {
         tracing::info!(table = %table.name, "adding a table of the pushed schema");
-        schema.tables.insert(
-            table.name.clone(),
-            tickethub_store::TableDef {
-                name: table.name,
-                fields: Default::default(),
-                indexes: table
-                    .indexes
-                    .into_iter()
-                    .map(|(name, fields)| tickethub_store::IndexDef { name, fields })
-                    .collect(),
-                validate: false,
-            },
-        );
+        schema.tables.insert(table.name.clone(), table.table_def());
     }
     open(schema)
 }

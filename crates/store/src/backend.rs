@@ -92,6 +92,8 @@ pub(crate) struct BatchMeta {
 /// The writer's connection. Calls come in this shape:
 /// `begin_batch (begin_job writes… end_job)* commit_batch | rollback_batch`.
 pub(crate) trait BatchWriter: Reads + Send {
+    /// The same connection for a schema migration between batches ([`crate::Store::put_tables`]).
+    fn migration(&mut self) -> &mut dyn MigrationConn;
     fn begin_batch(&mut self) -> Result<(), StoreError>;
     fn begin_job(&mut self) -> Result<(), StoreError>;
     fn end_job(&mut self, keep: Keep) -> Result<(), StoreError>;

@@ -1314,6 +1314,9 @@ impl PgWriter {
 }
 
 impl BatchWriter for PgWriter {
+    fn migration(&mut self) -> &mut dyn MigrationConn {
+        self
+    }
     fn begin_batch(&mut self) -> Result<(), StoreError> {
         self.batch = Overlay::default();
         self.ensure_connected()

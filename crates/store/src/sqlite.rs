@@ -236,6 +236,9 @@ impl Reads for SqliteWriter {
 }
 
 impl BatchWriter for SqliteWriter {
+    fn migration(&mut self) -> &mut dyn MigrationConn {
+        self
+    }
     fn begin_batch(&mut self) -> Result<(), StoreError> {
         Ok(run_cached(&self.conn, "BEGIN IMMEDIATE")?)
     }

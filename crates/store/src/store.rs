@@ -19,8 +19,8 @@ use crate::log::{CommitLog, IndexId};
 use crate::maintenance::{ensure_incremental_vacuum, AutoVacuumMode, MaintenanceReport};
 use crate::migrate::{migrate, Migrated};
 use crate::sqlite::{SqliteSnapshots, SqliteWriter};
-use crate::writer::{CreationClock, IdleUpkeep, Message, Shared, Writer};
-use crate::{ReadTxn, Schema, StoreError, Timestamp, WriteSet, WriteTxn};
+use crate::writer::{Between, CreationClock, IdleUpkeep, Message, Shared, Writer};
+use crate::{ReadTxn, Schema, StoreError, TableDef, Timestamp, WriteSet, WriteTxn};
 
 /// What a mutation job decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,8 +141,10 @@ pub struct Store {
 }
 
 pub(crate) struct Inner {
-    catalog: Arc<Catalog>,
-    schema: Schema,
+    /// Replaced whole when tables are added while open ([`Store::add_tables`]); a snapshot keeps
+    /// the catalog it started with.
+    catalog: RwLock<Arc<Catalog>>,
+    schema: RwLock<Arc<Schema>>,
     backend: Backend,
     snapshots: Arc<dyn SnapshotSource>,
     /// The writer's queue, bounded: a full queue refuses at once (see [`Store::submit`]).
@@ -231,7 +233,7 @@ impl Store {
             last_ts,
             last_creation,
         } = migrated;
-        let catalog = Arc::new(catalog);
+        let catalog = RwLock::new(Arc::new(catalog));
         let shared = Arc::new(Shared {
             latest_ts: AtomicU64::new(last_ts.0),
             hooks: RwLock::new(Vec::new()),
@@ -242,7 +244,7 @@ impl Store {
         let store = Store {
             inner: Arc::new(Inner {
                 catalog,
-                schema,
+                schema: RwLock::new(Arc::new(schema)),
                 backend,
                 snapshots,
                 sender: RwLock::new(None),
@@ -271,7 +273,7 @@ impl Store {
         let (sender, receiver) = mpsc::sync_channel(inner.queue_capacity);
         let writer = Writer {
             conn,
-            catalog: inner.catalog.clone(),
+            catalog: inner.catalog.read().clone(),
             clock: CreationClock {
                 last: last_creation,
             },
@@ -418,7 +420,7 @@ impl Store {
     /// out: async callers use [`Store::try_read`] first and wait on a blocking thread.
     pub fn read(&self) -> Result<ReadTxn, StoreError> {
         let snapshot = self.inner.snapshots.take(self.latest_ts())?;
-        Ok(ReadTxn::new(snapshot, self.inner.catalog.clone()))
+        Ok(ReadTxn::new(snapshot, self.inner.catalog.read().clone()))
     }
 
     /// A consistent snapshot at the latest commit if a reader is free right now; `Ok(None)` when
@@ -428,7 +430,7 @@ impl Store {
             .inner
             .snapshots
             .try_take(self.latest_ts())?
-            .map(|snapshot| ReadTxn::new(snapshot, self.inner.catalog.clone())))
+            .map(|snapshot| ReadTxn::new(snapshot, self.inner.catalog.read().clone())))
     }
 
     /// Queue a job for the writer thread. `done` is called after the batch holding the job is
@@ -517,18 +519,19 @@ impl Store {
 
     /// The number of the table named `name` (from the catalog, no I/O).
     pub fn table_number(&self, name: &str) -> Option<TableNumber> {
-        self.inner.catalog.table(name).map(|t| t.number)
+        self.inner.catalog.read().table(name).map(|t| t.number)
     }
 
     /// The table an index belongs to (from the catalog, no I/O): what a commit log entry's keys
     /// name.
-    pub fn table_of_index(&self, index: IndexId) -> Option<&str> {
+    pub fn table_of_index(&self, index: IndexId) -> Option<String> {
         self.inner
             .catalog
+            .read()
             .by_name
             .values()
             .find(|t| t.all_indexes().any(|i| i.id == index))
-            .map(|t| t.def.name.as_str())
+            .map(|t| t.def.name.clone())
     }
 
     /// Bytes on disk: for SQLite the database file plus its WAL; for Postgres the schema's
@@ -547,15 +550,47 @@ impl Store {
             let sender = sender.as_ref().ok_or(StoreError::ShuttingDown)?;
             // `send`, not `try_send`: a caller asking for upkeep can wait for room in the queue.
             sender
-                .send(Message::Maintain(ack))
+                .send(Message::Between(Between::Maintain(ack)))
                 .map_err(|_| StoreError::ShuttingDown)?;
         }
         acked.recv().map_err(|_| StoreError::ShuttingDown)?
     }
 
-    /// The schema the store was opened with.
-    pub fn schema(&self) -> &Schema {
-        &self.inner.schema
+    /// The schema the store was opened with, and the tables added since.
+    pub fn schema(&self) -> Arc<Schema> {
+        self.inner.schema.read().clone()
+    }
+
+    /// Create `tables`, or change the indexes of those already there, after the jobs already
+    /// queued, as the schema migration at open would (a new index is backfilled, a removed one
+    /// dropped): the jobs queued after this returns, and the snapshots taken after it, see the
+    /// result. Pushed `schema.ts` tables take effect this way without a restart. Blocks the
+    /// thread until the writer has done it (writes wait meanwhile); on a node without a writer
+    /// (a cluster follower) it fails with [`StoreError::LeaderUnavailable`].
+    pub fn put_tables(&self, tables: Vec<TableDef>) -> Result<(), StoreError> {
+        let mut schema = (*self.schema()).clone();
+        let mut changed = false;
+        for table in tables {
+            if schema.tables.get(&table.name) != Some(&table) {
+                schema.tables.insert(table.name.clone(), table);
+                changed = true;
+            }
+        }
+        if !changed {
+            return Ok(());
+        }
+        let (ack, acked) = mpsc::sync_channel(1);
+        {
+            let sender = self.inner.sender.read();
+            let sender = sender.as_ref().ok_or(StoreError::LeaderUnavailable)?;
+            sender
+                .send(Message::Between(Between::Migrate(schema.clone(), ack)))
+                .map_err(|_| StoreError::ShuttingDown)?;
+        }
+        let catalog = acked.recv().map_err(|_| StoreError::ShuttingDown)??;
+        *self.inner.catalog.write() = catalog;
+        *self.inner.schema.write() = Arc::new(schema);
+        Ok(())
     }
 
     /// Stop the writer after the queued jobs, checkpoint the WAL, close connections.

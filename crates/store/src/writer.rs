@@ -32,8 +32,34 @@ pub(crate) enum Message {
     Job(Job, Done),
     /// Finish the queued jobs, checkpoint, and stop.
     Close(mpsc::Sender<Result<(), StoreError>>),
-    /// Run one upkeep step after the jobs queued before it ([`crate::Store::maintain_now`]).
+    /// Work between batches, after the jobs queued before it.
+    Between(Between),
+}
+
+/// What the writer does between two batches, outside any batch transaction.
+pub(crate) enum Between {
+    /// One upkeep step ([`crate::Store::maintain_now`]).
     Maintain(mpsc::SyncSender<Result<MaintenanceReport, StoreError>>),
+    /// Migrate to this schema ([`crate::Store::put_tables`]); answers
+    /// with the new catalog, which the writer uses from then on.
+    Migrate(
+        crate::Schema,
+        mpsc::SyncSender<Result<Arc<Catalog>, StoreError>>,
+    ),
+}
+
+impl Between {
+    /// Answer without doing it: the writer is stopping.
+    fn refuse(self) {
+        match self {
+            Between::Maintain(ack) => {
+                let _ = ack.send(Err(StoreError::ShuttingDown));
+            }
+            Between::Migrate(_, ack) => {
+                let _ = ack.send(Err(StoreError::ShuttingDown));
+            }
+        }
+    }
 }
 
 /// When the writer does its upkeep on its own (`maintenance.rs`).
@@ -123,8 +149,8 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 impl Writer {
     pub(crate) fn run(mut self, receiver: mpsc::Receiver<Message>) {
         let mut close_ack = None;
-        // Upkeep requests that arrived with a batch: answered after it.
-        let mut maintain_acks = Vec::new();
+        // Requests that arrived with a batch: served after it.
+        let mut between = Vec::new();
         while close_ack.is_none() {
             let Some(first) = self.next_message(&receiver) else {
                 break;
@@ -133,26 +159,26 @@ impl Writer {
             match first {
                 Message::Job(job, done) => batch.push((job, done)),
                 Message::Close(ack) => close_ack = Some(ack),
-                Message::Maintain(ack) => maintain_acks.push(ack),
+                Message::Between(request) => between.push(request),
             }
             // Group commit: everything already waiting joins this batch.
             while close_ack.is_none() && batch.len() < self.max_batch {
                 match receiver.try_recv() {
                     Ok(Message::Job(job, done)) => batch.push((job, done)),
                     Ok(Message::Close(ack)) => close_ack = Some(ack),
-                    Ok(Message::Maintain(ack)) => maintain_acks.push(ack),
+                    Ok(Message::Between(request)) => between.push(request),
                     Err(_) => break,
                 }
             }
             if close_ack.is_none() && !batch.is_empty() {
-                close_ack = self.gather(&receiver, &mut batch, &mut maintain_acks);
+                close_ack = self.gather(&receiver, &mut batch, &mut between);
             }
             if !batch.is_empty() {
                 self.last_batch_len = batch.len();
                 self.run_batch(batch);
             }
-            for ack in maintain_acks.drain(..) {
-                let _ = ack.send(self.upkeep_step());
+            for request in between.drain(..) {
+                self.serve_between(request);
             }
         }
         // Drain jobs that raced with close so their callers hear back.
@@ -168,9 +194,7 @@ impl Writer {
                 Message::Close(ack) => {
                     let _ = ack.send(Ok(()));
                 }
-                Message::Maintain(ack) => {
-                    let _ = ack.send(Err(StoreError::ShuttingDown));
-                }
+                Message::Between(request) => request.refuse(),
             }
         }
         let result = self.conn.close();
@@ -213,6 +237,21 @@ impl Writer {
         }
     }
 
+    fn serve_between(&mut self, request: Between) {
+        match request {
+            Between::Maintain(ack) => {
+                let _ = ack.send(self.upkeep_step());
+            }
+            Between::Migrate(schema, ack) => {
+                let migrated = crate::migrate::migrate(self.conn.migration(), &schema);
+                let _ = ack.send(migrated.map(|migrated| {
+                    self.catalog = Arc::new(migrated.catalog);
+                    self.catalog.clone()
+                }));
+            }
+        }
+    }
+
     fn upkeep_step(&mut self) -> Result<MaintenanceReport, StoreError> {
         let report = self.conn.maintain(self.idle_upkeep.step_pages)?;
         if report.pages_released > 0 {
@@ -234,7 +273,7 @@ impl Writer {
         &self,
         receiver: &mpsc::Receiver<Message>,
         batch: &mut Vec<(Job, Done)>,
-        maintain_acks: &mut Vec<mpsc::SyncSender<Result<MaintenanceReport, StoreError>>>,
+        between: &mut Vec<Between>,
     ) -> Option<mpsc::Sender<Result<(), StoreError>>> {
         let wanted = self.last_batch_len.min(self.max_batch);
         if batch.len() * 2 >= wanted {
@@ -246,7 +285,7 @@ impl Writer {
             match receiver.recv_timeout(left) {
                 Ok(Message::Job(job, done)) => batch.push((job, done)),
                 Ok(Message::Close(ack)) => return Some(ack),
-                Ok(Message::Maintain(ack)) => maintain_acks.push(ack),
+                Ok(Message::Between(request)) => between.push(request),
                 Err(_) => break,
             }
         }

@@ -2,15 +2,16 @@
 //! `TICKETHUB_STORE_TEST_POSTGRES`) on Postgres: index keys longer than a B-tree entry, a
 //! mutation's reads merging its batch's own writes (inserts, patches that keep or move index
 //! keys, deletes) in both orders, undoing one job inside a batch, and a snapshot after an
-//! acknowledged write seeing it. On Postgres also: one writer per schema.
+//! acknowledged write seeing it, tables and indexes put while open. On Postgres also: one writer
+//! per schema.
 
 mod support;
 
 use std::sync::mpsc;
 
 use tickethub_store::{
-    Bound, DocReader, IndexQuery, Order, Outcome, Schema, Store, StoreError, StoreLocation,
-    StoreOptions,
+    Bound, DocReader, IndexDef, IndexQuery, Order, Outcome, Schema, Store, StoreError,
+    StoreLocation, StoreOptions, TableDef,
 };
 use tickethub_value::{Object, Value};
 
@@ -396,4 +397,65 @@ fn a_snapshot_taken_after_an_acknowledged_write_sees_it() {
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     readers.into_iter().for_each(|r| r.join().unwrap());
+}
+
+#[test]
+fn tables_put_while_open_are_usable_at_once_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    store.mutate(|tx| tx.insert("items", item("a", 1))).unwrap();
+    store.mutate(|tx| tx.insert("items", item("b", 2))).unwrap();
+    let before = store.read().unwrap();
+    let tags = |table: &str, index: &str| TableDef {
+        name: table.into(),
+        fields: Default::default(),
+        indexes: vec![IndexDef {
+            name: index.into(),
+            fields: vec!["tag".into()],
+        }],
+        validate: false,
+    };
+    // A new table, and a second index on `items` (its rows backfilled).
+    let mut items = Schema::from_toml(SCHEMA).unwrap().tables["items"].clone();
+    items.indexes.push(IndexDef {
+        name: "by_n".into(),
+        fields: vec!["n".into()],
+    });
+    store
+        .put_tables(vec![tags("labels", "by_tag"), items])
+        .unwrap();
+    store
+        .mutate(|tx| tx.insert("labels", item("x", 7)))
+        .unwrap();
+    let by_n = |reader: &dyn DocReader| {
+        let query = IndexQuery {
+            index: "by_n".into(),
+            order: Order::Desc,
+            ..by_tag(Order::Desc)
+        };
+        tags_and_ns(reader, &query)
+    };
+    let labels = IndexQuery {
+        table: "labels".into(),
+        index: "by_tag".into(),
+        ..by_tag(Order::Asc)
+    };
+    let expected_items = vec![("b".to_string(), 2), ("a".to_string(), 1)];
+    let after = store.read().unwrap();
+    assert_eq!(by_n(&after), expected_items);
+    assert_eq!(tags_and_ns(&after, &labels), vec![("x".to_string(), 7)]);
+    // A snapshot from before keeps the catalog it started with.
+    assert!(before.table_number("labels").is_none());
+    drop((before, after));
+
+    // Reopened with the new definitions, nothing is rebuilt or lost.
+    store.close().unwrap();
+    drop(store);
+    let mut schema = Schema::from_toml(SCHEMA).unwrap();
+    schema
+        .tables
+        .insert("labels".into(), tags("labels", "by_tag"));
+    let reopened = support::open(dir.path(), schema, options()).unwrap();
+    let read = reopened.read().unwrap();
+    assert_eq!(tags_and_ns(&read, &labels), vec![("x".to_string(), 7)]);
 }
