@@ -1,6 +1,7 @@
 -- wrk script of `bench --wrk` (compiled into the bench binary) and of bench/scripts/profile.sh:
 -- requests in each peer's dialect, and one machine-readable WRK_RESULT line from `done`.
--- Arguments after `--`: dialect (convex | pocketbase), mix (create | read | webhook), tag (prefix
+-- Arguments after `--`: dialect (convex | convex-js | pocketbase; convex-js calls the pushed
+-- JavaScript twins `usersjs:*` of bench/scripts/js-vs-rust.sh), mix (create | read | webhook), tag (prefix
 -- of created user ids), seeded users (reads pick seed-0 .. seed-<n-1>), deliveries file (webhook:
 -- "<file>.<thread>" holds "<svix-id>\t<timestamp>\t<signature>\t<body>" lines).
 -- Usage: wrk -t2 -c64 -d8s -s bench.lua http://127.0.0.1:PORT -- convex create w 5000
@@ -14,6 +15,7 @@ local counter = 0
 local deliveries = {}
 function init(args)
   dialect, mix, tag, seeds = args[1], args[2], args[3], tonumber(args[4])
+  functions = dialect == "convex-js" and "usersjs" or "users"
   math.randomseed(os.time() * 1000 + tid)
   wrk.headers["Content-Type"] = "application/json"
   wrk.headers["Host"] = "127.0.0.1"
@@ -41,7 +43,7 @@ function request()
     if dialect == "pocketbase" then
       return wrk.format("POST", "/api/collections/users/records", nil, fields)
     end
-    return convex("mutation", "users:updateUser", fields)
+    return convex("mutation", functions .. ":updateUser", fields)
   elseif mix == "webhook" then
     -- Past the end, repeats are answered as duplicates; the bench makes enough for the run.
     return deliveries[math.min(counter, #deliveries)]
@@ -51,7 +53,7 @@ function request()
     return wrk.format("GET", "/api/collections/users/records?filter=userId%3D%27" .. uid ..
       "%27&perPage=1&skipTotal=1")
   end
-  return convex("query", "users:getUserById", '{"userId":"' .. uid .. '"}')
+  return convex("query", functions .. ":getUserById", '{"userId":"' .. uid .. '"}')
 end
 
 function done(summary, latency, requests)

@@ -244,7 +244,8 @@ struct Worker {
     // Field order: the context is dropped before its runtime, which is kept to own the
     // interrupt handler and the loader for the worker's lifetime.
     context: Context,
-    _runtime: rquickjs::Runtime,
+    /// Also asked for its memory use after the first call.
+    runtime: rquickjs::Runtime,
     state: Rc<HostState>,
     /// Set when a limit stopped a call: the heap may be in any state, so the next call gets a
     /// fresh runtime.
@@ -279,7 +280,7 @@ impl Worker {
         Ok(Worker {
             generation: bundle.generation,
             context,
-            _runtime: runtime,
+            runtime,
             state,
             poisoned: false,
         })
@@ -405,6 +406,15 @@ pub(crate) fn call(
             return Err(FnError::Internal("no QuickJS runtime".into()));
         };
         let outcome = run(worker, target, &invocation, args);
+        if worker.state.calls.get() == 1 {
+            // What a runtime costs once the called module is loaded (the benchmark reads it).
+            let usage = worker.runtime.memory_usage();
+            tracing::debug!(
+                bytes = usage.malloc_size,
+                used = usage.memory_used_size,
+                "QuickJS runtime after its first call"
+            );
+        }
         for (level, text) in worker.state.logs.borrow_mut().drain(..) {
             invocation.log(level, &text);
         }

@@ -10,6 +10,7 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use tickethub_runtime::{FnError, Runtime, StoredModule};
@@ -122,6 +123,8 @@ impl PushService {
     /// Compile and analyze `modules`, check their names, and keep them pending. Blocking
     /// (QuickJS): call it off async threads.
     pub fn prepare(&self, modules: Vec<StoredModule>) -> Result<Arc<PreparedPush>, PushError> {
+        let started = Instant::now();
+        let source_bytes: usize = modules.iter().map(|m| m.source.len()).sum();
         let bundle = Bundle::compile(modules)?;
         let analysis = analyze(&bundle)?;
         for f in &analysis.functions {
@@ -145,12 +148,18 @@ impl PushService {
             bundle,
         });
         *self.pending.lock() = Some(prepared.clone());
+        tracing::info!(
+            source_bytes,
+            millis = started.elapsed().as_millis() as u64,
+            "push compiled and analyzed"
+        );
         Ok(prepared)
     }
 
     /// Store the pending push (`id`, or the latest if the CLI did not hand the id back) and run
     /// its functions from now on.
     pub async fn commit(&self, id: Option<u64>) -> Result<Arc<Analysis>, PushError> {
+        let started = Instant::now();
         let prepared = {
             let mut pending = self.pending.lock();
             match pending.as_ref() {
@@ -167,6 +176,10 @@ impl PushService {
             .save_pushed_modules(prepared.bundle.modules().to_vec())
             .await?;
         self.install(prepared.bundle.clone(), prepared.analysis.clone())?;
+        tracing::info!(
+            millis = started.elapsed().as_millis() as u64,
+            "push stored and running"
+        );
         Ok(prepared.analysis.clone())
     }
 
