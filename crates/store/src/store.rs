@@ -141,10 +141,13 @@ pub struct Store {
 }
 
 pub(crate) struct Inner {
-    /// Replaced whole when tables are added while open ([`Store::add_tables`]); a snapshot keeps
+    /// Replaced whole when tables are put while open ([`Store::put_tables`]); a snapshot keeps
     /// the catalog it started with.
     catalog: RwLock<Arc<Catalog>>,
     schema: RwLock<Arc<Schema>>,
+    /// Held through a [`Store::put_tables`]: two at once would each migrate to a schema that
+    /// lacks the other's tables, and the second would drop the first's indexes.
+    putting_tables: Mutex<()>,
     backend: Backend,
     snapshots: Arc<dyn SnapshotSource>,
     /// The writer's queue, bounded: a full queue refuses at once (see [`Store::submit`]).
@@ -245,6 +248,7 @@ impl Store {
             inner: Arc::new(Inner {
                 catalog,
                 schema: RwLock::new(Arc::new(schema)),
+                putting_tables: Mutex::new(()),
                 backend,
                 snapshots,
                 sender: RwLock::new(None),
@@ -568,6 +572,7 @@ impl Store {
     /// thread until the writer has done it (writes wait meanwhile); on a node without a writer
     /// (a cluster follower) it fails with [`StoreError::LeaderUnavailable`].
     pub fn put_tables(&self, tables: Vec<TableDef>) -> Result<(), StoreError> {
+        let _one_at_a_time = self.inner.putting_tables.lock();
         let mut schema = (*self.schema()).clone();
         let mut changed = false;
         for table in tables {

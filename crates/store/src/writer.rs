@@ -40,8 +40,8 @@ pub(crate) enum Message {
 pub(crate) enum Between {
     /// One upkeep step ([`crate::Store::maintain_now`]).
     Maintain(mpsc::SyncSender<Result<MaintenanceReport, StoreError>>),
-    /// Migrate to this schema ([`crate::Store::put_tables`]); answers
-    /// with the new catalog, which the writer uses from then on.
+    /// Migrate to this schema ([`crate::Store::put_tables`]); answers with the new catalog,
+    /// which the writer uses from then on.
     Migrate(
         crate::Schema,
         mpsc::SyncSender<Result<Arc<Catalog>, StoreError>>,
