@@ -3,8 +3,10 @@
 // the built-in Rust app. The fixture is tests/js/fixtures/push/convex (schema.ts + messages.ts).
 //
 // Covers: the push protocol end to end; a table-free query answering right after the push; the
-// pushed table created at the next start; queries and mutations through ConvexHttpClient
-// (insert, get, patch, replace, delete, index range, order, take, filter, paginate, unique);
+// pushed tables and indexes created by the push itself (a later push adds a table and an index
+// on a table with rows), kept across restarts; queries and mutations through ConvexHttpClient
+// (insert, get, patch, replace, delete, index range, order, take, filter, paginate, unique,
+// db.normalizeId);
 // argument validation with Convex's text; ConvexError data; frozen Date.now; console.* as log
 // lines; internal functions hidden from clients; the time and memory limits; a live ConvexClient subscription updated by a
 // mutation; pushes that fail (a module that throws while loading, a TypeScript syntax error, a
