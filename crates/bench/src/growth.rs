@@ -169,13 +169,7 @@ pub async fn run(
 
 impl GrowthReport {
     pub fn write(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir)?;
-        std::fs::write(
-            dir.join("growth.json"),
-            serde_json::to_string_pretty(self)? + "\n",
-        )?;
-        std::fs::write(dir.join("growth.md"), self.markdown())?;
-        Ok(())
+        crate::report::write_results(dir, "growth", self, Some(&self.markdown()))
     }
 
     pub fn markdown(&self) -> String {

@@ -637,13 +637,7 @@ fn machine() -> String {
 
 impl FanoutReport {
     pub fn write(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir)?;
-        std::fs::write(
-            dir.join("fanout.json"),
-            serde_json::to_string_pretty(self)? + "\n",
-        )?;
-        std::fs::write(dir.join("fanout.md"), self.markdown())?;
-        Ok(())
+        crate::report::write_results(dir, "fanout", self, Some(&self.markdown()))
     }
 
     pub fn markdown(&self) -> String {

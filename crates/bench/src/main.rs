@@ -400,12 +400,7 @@ async fn run(
                 &command,
             )
             .await?;
-            std::fs::create_dir_all(&results)?;
-            std::fs::write(
-                results.join("soak.json"),
-                serde_json::to_string_pretty(&report)? + "\n",
-            )?;
-            std::fs::write(results.join("soak.md"), report.markdown())?;
+            report::write_results(&results, "soak", &report, Some(&report.markdown()))?;
             println!("{}", report.markdown());
             if !report.passed {
                 anyhow::bail!("the soak failed");
@@ -432,23 +427,13 @@ async fn run(
         Mode::Files => {
             let bin = servers::tickethub_binary()?;
             let report = files::run(&bin, &work, command).await?;
-            std::fs::create_dir_all(&results)?;
-            std::fs::write(
-                results.join("files.json"),
-                serde_json::to_string_pretty(&report)? + "\n",
-            )?;
-            std::fs::write(results.join("files.md"), report.markdown())?;
+            report::write_results(&results, "files", &report, Some(&report.markdown()))?;
             println!("{}", report.markdown());
         }
         Mode::Backup => {
             let bin = servers::tickethub_binary()?;
             let report = backup::run(&bin, &work, command).await?;
-            std::fs::create_dir_all(&results)?;
-            std::fs::write(
-                results.join("backup.json"),
-                serde_json::to_string_pretty(&report)? + "\n",
-            )?;
-            std::fs::write(results.join("backup.md"), report.markdown())?;
+            report::write_results(&results, "backup", &report, Some(&report.markdown()))?;
             println!("{}", report.markdown());
         }
         Mode::ExportImport => {
@@ -457,12 +442,7 @@ async fn run(
             let report =
                 tokio::task::spawn_blocking(move || exim::run(&bin, &work, users, command))
                     .await??;
-            std::fs::create_dir_all(&results)?;
-            std::fs::write(
-                results.join("export-import.json"),
-                serde_json::to_string_pretty(&report)? + "\n",
-            )?;
-            std::fs::write(results.join("export-import.md"), report.markdown())?;
+            report::write_results(&results, "export-import", &report, Some(&report.markdown()))?;
             println!("{}", report.markdown());
         }
         Mode::Growth => {
@@ -520,11 +500,7 @@ async fn run(
         }
         Mode::LoadCheck => {
             let report = soak::run_load_check(&work, &command).await?;
-            std::fs::create_dir_all(&results)?;
-            std::fs::write(
-                results.join("load-check.json"),
-                serde_json::to_string_pretty(&report)? + "\n",
-            )?;
+            report::write_results(&results, "load-check", &report, None)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             if !report.passed {
                 anyhow::bail!(

@@ -200,13 +200,7 @@ impl PgReport {
     }
 
     pub fn write(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir)?;
-        std::fs::write(
-            dir.join("postgres-run.json"),
-            serde_json::to_string_pretty(self)? + "\n",
-        )?;
-        std::fs::write(dir.join("postgres-run.md"), self.markdown())?;
-        Ok(())
+        crate::report::write_results(dir, "postgres-run", self, Some(&self.markdown()))
     }
 
     pub fn markdown(&self) -> String {

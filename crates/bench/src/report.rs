@@ -9,6 +9,24 @@ use serde::Serialize;
 use crate::loadgen::{ErrorCounts, LoadResult};
 use crate::storage::ScanTimings;
 
+/// Write a report as `<dir>/<stem>.json` and, when given, its table as `<dir>/<stem>.md`.
+pub fn write_results(
+    dir: &Path,
+    stem: &str,
+    report: &impl Serialize,
+    markdown: Option<&str>,
+) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        dir.join(format!("{stem}.json")),
+        serde_json::to_string_pretty(report)? + "\n",
+    )?;
+    if let Some(markdown) = markdown {
+        std::fs::write(dir.join(format!("{stem}.md")), markdown)?;
+    }
+    Ok(())
+}
+
 /// Systems compared. Their names appear in the JSON and the tables.
 pub const TICKETHUB: &str = "tickethub";
 pub const POCKETBASE: &str = "pocketbase";
@@ -126,13 +144,7 @@ impl Report {
     }
 
     pub fn write(&self, dir: &Path, stem: &str) -> Result<()> {
-        std::fs::create_dir_all(dir)?;
-        std::fs::write(
-            dir.join(format!("{stem}.json")),
-            serde_json::to_string_pretty(self)? + "\n",
-        )?;
-        std::fs::write(dir.join(format!("{stem}.md")), self.markdown(stem))?;
-        Ok(())
+        write_results(dir, stem, self, Some(&self.markdown(stem)))
     }
 
     pub fn markdown(&self, stem: &str) -> String {

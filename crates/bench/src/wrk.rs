@@ -524,13 +524,7 @@ impl WrkReport {
     }
 
     pub fn write(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir)?;
-        std::fs::write(
-            dir.join("wrk.json"),
-            serde_json::to_string_pretty(self)? + "\n",
-        )?;
-        std::fs::write(dir.join("wrk.md"), self.markdown())?;
-        Ok(())
+        crate::report::write_results(dir, "wrk", self, Some(&self.markdown()))
     }
 
     pub fn markdown(&self) -> String {
