@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 use tickethub_runtime::{CallRequest, Caller, Clock, FunctionKind, Identity, ReadAt, RequestId};
 use tracing::Instrument;
 
-use crate::body::{parse_json, read_limited};
+use crate::body::{parse_json, read_api_body};
 use crate::credentials::{check_client_version, resolve_identity, CredentialPolicy};
 use crate::error::{json_response, ApiError, ErrorCode};
 use crate::wire::{
@@ -125,13 +125,7 @@ async fn handle_in_span(
         CredentialPolicy::Reject,
     )
     .await?;
-    let bytes = read_limited(
-        body,
-        &parts.headers,
-        state.config.limits.api,
-        state.config.timeouts.body,
-    )
-    .await?;
+    let bytes = read_api_body(&state, &parts.headers, body).await?;
     let caller = Caller { identity };
     match endpoint {
         Endpoint::Call(kind) => {

@@ -37,6 +37,21 @@ pub(crate) fn read_timeout(what: &str, waited: Duration) -> ApiError {
     )
 }
 
+/// [`read_limited`] for a JSON API body: the server's API size limit and body read deadline.
+pub(crate) async fn read_api_body(
+    state: &crate::state::AppState,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<Bytes, ApiError> {
+    read_limited(
+        body,
+        headers,
+        state.config.limits.api,
+        state.config.timeouts.body,
+    )
+    .await
+}
+
 /// Read the whole body, refusing anything over `limit` bytes or slower than `deadline`. A
 /// declared `Content-Length` over the limit is refused before a byte of the body is read; a body
 /// without one is counted as it streams in (`http_body_util::Limited`), so an oversized body is

@@ -20,7 +20,7 @@ use tickethub_runtime::{
 use tickethub_store::{NodeRole, Store, StoreError, Timestamp};
 use tickethub_value::{Object, Value};
 
-use crate::body::{parse_json, read_limited};
+use crate::body::{parse_json, read_api_body};
 use crate::credentials::require_admin;
 use crate::error::{json_response, ApiError, ErrorCode};
 use crate::response_body::ResponseBody;
@@ -266,13 +266,7 @@ pub(crate) async fn handle(
             "This node is not the cluster's leader.",
         ));
     }
-    let bytes = read_limited(
-        body,
-        &parts.headers,
-        state.config.limits.api,
-        state.config.timeouts.body,
-    )
-    .await?;
+    let bytes = read_api_body(&state, &parts.headers, body).await?;
     let call: ForwardedCall = parse_json(&bytes)?;
     let args = Value::from_convex_json(&call.args)
         .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("forwarded args: {e}")))?;

@@ -29,7 +29,7 @@ use tickethub_store::{
 };
 use tickethub_value::{DocumentId, Object, Validator, Value};
 
-use crate::body::{parse_json, read_limited};
+use crate::body::{parse_json, read_api_body};
 use crate::credentials::{resolve_identity, CredentialPolicy};
 use crate::error::{json_response, ApiError, ErrorCode};
 use crate::{AppState, ResponseBody};
@@ -164,13 +164,7 @@ async fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), Dash
 
 async fn body(state: &AppState, request: Request<Incoming>) -> Result<Json, DashError> {
     let (parts, body) = request.into_parts();
-    let bytes = read_limited(
-        body,
-        &parts.headers,
-        state.config.limits.api,
-        state.config.timeouts.body,
-    )
-    .await?;
+    let bytes = read_api_body(state, &parts.headers, body).await?;
     Ok(parse_json::<Json>(&bytes)?)
 }
 

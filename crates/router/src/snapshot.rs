@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use tickethub_runtime::snapshot::{ImportFormat, ImportMode, IncludeStorage, SnapshotError};
 
-use crate::body::{parse_json, read_limited};
+use crate::body::{parse_json, read_api_body, read_limited};
 use crate::credentials::require_admin;
 use crate::error::{json_response, ApiError, ErrorCode};
 use crate::storage::{query_param, stream_file};
@@ -247,13 +247,7 @@ pub async fn handle(
             ))
         }
         Route::FinishUpload => {
-            let bytes = read_limited(
-                body,
-                &parts.headers,
-                state.config.limits.api,
-                state.config.timeouts.body,
-            )
-            .await?;
+            let bytes = read_api_body(&state, &parts.headers, body).await?;
             let finish: FinishUploadBody = parse_json(&bytes)?;
             if finish
                 .import
@@ -302,13 +296,7 @@ pub async fn handle(
             ))
         }
         Route::PerformImport | Route::CancelImport => {
-            let bytes = read_limited(
-                body,
-                &parts.headers,
-                state.config.limits.api,
-                state.config.timeouts.body,
-            )
-            .await?;
+            let bytes = read_api_body(&state, &parts.headers, body).await?;
             let request: ImportIdBody = parse_json(&bytes)?;
             match route {
                 Route::PerformImport => service.perform_import(&request.import_id).await,
