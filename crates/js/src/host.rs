@@ -105,6 +105,14 @@ impl Resolver for PathResolver {
     }
 }
 
+/// An import of a module the push does not hold.
+fn missing_module(name: &str) -> rquickjs::Error {
+    rquickjs::Error::new_loading_message(
+        name,
+        "no such module in the push (only relative imports of pushed modules work; npm packages must be bundled)",
+    )
+}
+
 struct BytecodeLoader(Arc<Bundle>);
 
 impl Loader for BytecodeLoader {
@@ -115,10 +123,7 @@ impl Loader for BytecodeLoader {
         _attributes: Option<ImportAttributes<'js>>,
     ) -> rquickjs::Result<Module<'js, Declared>> {
         let Some(bytes) = self.0.bytecode.get(name) else {
-            return Err(rquickjs::Error::new_loading_message(
-                name,
-                "no such module in the push (only relative imports of pushed modules work; npm packages must be bundled)",
-            ));
+            return Err(missing_module(name));
         };
         // SAFETY: these bytes were written by `Module::write` of this same QuickJS build, in
         // this process (`compile`), and never left memory: they are valid bytecode.
@@ -177,10 +182,7 @@ impl Loader for SourceLoader {
     ) -> rquickjs::Result<Module<'js, Declared>> {
         match self.0.get(name) {
             Some(source) => Module::declare(ctx.clone(), name, source.as_str()),
-            None => Err(rquickjs::Error::new_loading_message(
-                name,
-                "no such module in the push (only relative imports of pushed modules work; npm packages must be bundled)",
-            )),
+            None => Err(missing_module(name)),
         }
     }
 }
