@@ -10,16 +10,14 @@ import { randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
+import { CONVEX_BIN, cliEnv, convex, convexOk } from "./lib/cli.mjs";
 import { startServer } from "./lib/server.mjs";
 import { newUserId, newWebhookSecret, sendSigned, userCreated } from "./lib/clerk.mjs";
 import { newClient, rejectsWith, waitFor, withLogs } from "./lib/helpers.mjs";
 import { startIssuer } from "./lib/oidc.mjs";
 import { anyApi } from "convex/server";
 import Stripe from "stripe";
-
-const CONVEX_BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), "node_modules", ".bin", "convex");
 
 /**
  * An empty project directory: the CLI wants a package.json that depends on `convex` (and reads
@@ -31,48 +29,9 @@ async function projectDir() {
   return dir;
 }
 
-/** The CLI's environment: only the self-hosted pair (and PATH/HOME), no deploy keys. */
-function cliEnv(server, adminKey = server.adminKey) {
-  return {
-    PATH: process.env.PATH,
-    HOME: process.env.HOME,
-    CONVEX_SELF_HOSTED_URL: server.url,
-    CONVEX_SELF_HOSTED_ADMIN_KEY: adminKey,
-    // No colors, no interactive prompts.
-    NO_COLOR: "1",
-    FORCE_COLOR: "0",
-    CI: "1",
-  };
-}
-
-/**
- * Runs `npx convex <args>` in an empty directory (so no .env.local is picked up); resolves to
- * {code, stdout, stderr, ms}. Killed after `timeoutMs`.
- */
-function convex(server, args, { cwd, adminKey, timeoutMs = 60_000, input } = {}) {
-  return new Promise((resolve, reject) => {
-    const started = Date.now();
-    const child = spawn(CONVEX_BIN, args, { cwd, env: cliEnv(server, adminKey), stdio: ["pipe", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    child.on("error", reject);
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr, ms: Date.now() - started });
-    });
-    if (input !== undefined) child.stdin.end(input);
-    else child.stdin.end();
-  });
-}
-
-/** Like `convex`, but the command must succeed; returns stdout. */
-async function convexOk(server, args, opts) {
-  const r = await convex(server, args, opts);
-  assert.equal(r.code, 0, `npx convex ${args.join(" ")} failed (${r.code}):\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  return r.stdout;
+/** Like `convexOk`, returning the CLI's standard output. */
+async function convexOut(server, args, opts) {
+  return (await convexOk(server, args, opts)).stdout;
 }
 
 describe("the official Convex CLI against tickethub", { timeout: 600_000 }, () => {
@@ -90,7 +49,7 @@ describe("the official Convex CLI against tickethub", { timeout: 600_000 }, () =
   });
 
   const run = (args, opts = {}) => convex(server, args, { cwd, ...opts });
-  const runOk = (args, opts = {}) => convexOk(server, args, { cwd, ...opts });
+  const runOk = (args, opts = {}) => convexOut(server, args, { cwd, ...opts });
 
   test("run: a mutation, then a query with and without --identity", withLogs(async () => {
     const userId = newUserId();
@@ -376,10 +335,10 @@ describe("deployment variables over the process environment", { timeout: 300_000
     const deliver = (secret) => sendSigned(server.siteUrl, secret, userCreated({ id: newUserId() }));
     assert.equal((await deliver(processSecret)).status, 200);
     const deploymentSecret = newWebhookSecret();
-    await convexOk(server, ["env", "set", "CLERK_WEBHOOK_SECRET", deploymentSecret], { cwd });
+    await convexOut(server, ["env", "set", "CLERK_WEBHOOK_SECRET", deploymentSecret], { cwd });
     assert.equal((await deliver(deploymentSecret)).status, 200);
     assert.equal((await deliver(processSecret)).status, 400, "the process secret no longer applies");
-    await convexOk(server, ["env", "remove", "CLERK_WEBHOOK_SECRET"], { cwd });
+    await convexOut(server, ["env", "remove", "CLERK_WEBHOOK_SECRET"], { cwd });
     assert.equal((await deliver(processSecret)).status, 200);
     assert.equal((await deliver(deploymentSecret)).status, 400);
   }));
@@ -394,7 +353,7 @@ describe("deployment variables over the process environment", { timeout: 300_000
     };
     const secret = `whsec_${randomBytes(24).toString("hex")}`;
     assert.equal((await deliver(secret)).status, 500, "not configured yet");
-    await convexOk(server, ["env", "set", "STRIPE_WEBHOOK_SECRET", secret], { cwd });
+    await convexOut(server, ["env", "set", "STRIPE_WEBHOOK_SECRET", secret], { cwd });
     const ok = await deliver(secret);
     assert.equal(ok.status, 200, ok.text);
     assert.equal(JSON.parse(ok.text).outcome, "ignored");
@@ -407,7 +366,7 @@ describe("deployment variables over the process environment", { timeout: 300_000
     await server.adminRun("users:updateUser", { userId, name: "Jwt", email: "jwt@example.org" });
     const client = newClient(server, { auth: await issuer.tokenFor(userId) });
     await rejectsWith(client.query(anyApi.users.current, {}), "");
-    await convexOk(server, ["env", "set", "CLERK_JWT_ISSUER_DOMAIN", issuer.issuer], { cwd });
+    await convexOut(server, ["env", "set", "CLERK_JWT_ISSUER_DOMAIN", issuer.issuer], { cwd });
     const row = await waitFor(async () => {
       try {
         return await newClient(server, { auth: await issuer.tokenFor(userId) }).query(anyApi.users.current, {});

@@ -13,7 +13,6 @@
 // name the built-in app uses) changing nothing; and restarts keeping the pushed code.
 
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { cp, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -21,11 +20,11 @@ import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
 import { ConvexClient } from "convex/browser";
 import { anyApi } from "convex/server";
+import { convex, convexOk } from "./lib/cli.mjs";
 import { startServer } from "./lib/server.mjs";
 import { newClient, rejectsWith, waitFor, withLogs } from "./lib/helpers.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const CONVEX_BIN = path.join(HERE, "node_modules", ".bin", "convex");
 const FIXTURE = path.join(HERE, "fixtures", "push", "convex");
 const api = anyApi;
 
@@ -38,42 +37,10 @@ async function projectDir() {
   return dir;
 }
 
-/** Runs the CLI in `cwd` against `server`; resolves to {code, stdout, stderr, ms}. */
-function convex(server, cwd, args, timeoutMs = 120_000) {
-  return new Promise((resolve, reject) => {
-    const started = Date.now();
-    const child = spawn(CONVEX_BIN, args, {
-      cwd,
-      env: {
-        PATH: process.env.PATH,
-        HOME: process.env.HOME,
-        CONVEX_SELF_HOSTED_URL: server.url,
-        CONVEX_SELF_HOSTED_ADMIN_KEY: server.adminKey,
-        NO_COLOR: "1",
-        FORCE_COLOR: "0",
-        CI: "1",
-      },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    child.on("error", reject);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr, ms: Date.now() - started });
-    });
-  });
-}
-
 const PUSH = ["dev", "--once", "--typecheck", "disable", "--tail-logs", "disable"];
 
-async function pushOk(server, cwd, args = PUSH) {
-  const r = await convex(server, cwd, args);
-  assert.equal(r.code, 0, `npx convex ${args.join(" ")} failed (${r.code}):\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  return r;
+function pushOk(server, cwd, args = PUSH) {
+  return convexOk(server, args, { cwd });
 }
 
 describe("npx convex dev pushes a convex/ folder into tickethub", { timeout: 900_000 }, () => {
@@ -234,7 +201,7 @@ describe("npx convex dev pushes a convex/ folder into tickethub", { timeout: 900
   }));
 
   test("the functions are listed by function-spec", withLogs(async () => {
-    const r = await convex(server, cwd, ["function-spec"]);
+    const r = await convex(server, ["function-spec"], { cwd });
     assert.equal(r.code, 0, r.stderr);
     const spec = JSON.parse(r.stdout);
     const byId = new Map(spec.functions.filter((f) => f.identifier).map((f) => [f.identifier, f]));
@@ -254,20 +221,20 @@ describe("npx convex dev pushes a convex/ folder into tickethub", { timeout: 900
 
     // A module that throws while loading: refused by the server, naming the module.
     await writeFile(path.join(cwd, "convex", "broken.ts"), 'import { query } from "./_generated/server";\nexport const x = query(async () => 1);\nthrow new Error("boom while loading");\n');
-    let r = await convex(server, cwd, PUSH);
+    let r = await convex(server, PUSH, { cwd });
     assert.notEqual(r.code, 0);
     assert.match(r.stdout + r.stderr, /broken\.js/);
     assert.match(r.stdout + r.stderr, /boom while loading/);
 
     // A syntax error: esbuild refuses it before anything is sent.
     await writeFile(path.join(cwd, "convex", "broken.ts"), "export const = ;\n");
-    r = await convex(server, cwd, PUSH);
+    r = await convex(server, PUSH, { cwd });
     assert.notEqual(r.code, 0);
 
     // A function path the built-in app defines.
     await rm(path.join(cwd, "convex", "broken.ts"));
     await writeFile(path.join(cwd, "convex", "users.ts"), 'import { query } from "./_generated/server";\nexport const getUserById = query(async () => 1);\n');
-    r = await convex(server, cwd, PUSH);
+    r = await convex(server, PUSH, { cwd });
     assert.notEqual(r.code, 0);
     assert.match(r.stdout + r.stderr, /PushNameClash/);
     assert.match(r.stdout + r.stderr, /users\.js:getUserById/);
