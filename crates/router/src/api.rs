@@ -279,6 +279,10 @@ async fn run_prepared(
 ) -> Result<FunctionResponse, ApiError> {
     let request_id = prepared.request.request_id.clone();
     let result = state.runtime.call(prepared.request).await;
+    // A mutation a follower forwarded: answer once this node's reads show it.
+    if let (Ok(_), Some(ts)) = (&result.outcome, result.ts) {
+        crate::cluster::until_seen(state, ts).await;
+    }
     FunctionResponse::from_call(result, prepared.format, &request_id)
 }
 

@@ -3,8 +3,10 @@
 //! admin key may call that endpoint: the follower has already checked the caller's credentials
 //! and sends the identity it resolved.
 //!
-//! The leader answers with the commit timestamp, so a sync session on the follower resolves the
-//! mutation only once the follower has fed that commit into its own live queries.
+//! The leader answers with the commit timestamp, so the follower resolves the mutation (on a sync
+//! session or over HTTP) only once it has fed that commit into its own live queries. A relayed
+//! request's answer carries the leader's latest commit the same way ([`stamp_latest_commit`]):
+//! a caller's next read through the follower sees what its request wrote.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -326,6 +328,45 @@ pub(crate) async fn handle(
 /// request between them.
 const RELAYED_HEADER: &str = "x-tickethub-relayed-by";
 
+/// On a relayed request's answer: the leader's latest commit timestamp when it answered, so the
+/// follower passes the answer on only once it has heard of every commit the request made.
+const COMMIT_TS_HEADER: &str = "x-tickethub-commit-ts";
+
+/// How long a follower holds an answer until it has heard of the leader's commit (NOTIFY, or the
+/// commit-log poll at worst). Past it the answer goes out anyway: the write is durable, only this
+/// node's view lags.
+const SEEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether another node relayed this request (it carries [`RELAYED_HEADER`]).
+pub(crate) fn is_relayed<B>(request: &Request<B>) -> bool {
+    request.headers().contains_key(RELAYED_HEADER)
+}
+
+/// On the node that served a relayed request: name the latest commit in the answer.
+pub(crate) fn stamp_latest_commit(state: &AppState, response: &mut Response<ResponseBody>) {
+    let latest = state.runtime.store().latest_ts().0;
+    response
+        .headers_mut()
+        .insert(COMMIT_TS_HEADER, http::HeaderValue::from(latest));
+}
+
+/// On a follower: wait until this node has heard of the commit at `ts` and matched it against
+/// its live queries, so the caller's next read here (a query over HTTP, or a subscription) sees
+/// its own write. Bounded by [`SEEN_TIMEOUT`].
+pub(crate) async fn until_seen(state: &AppState, ts: Timestamp) {
+    if state.runtime.store().role() != NodeRole::Follower {
+        return;
+    }
+    let mut processed = state.sync.subscribe_processed();
+    let seen = tokio::time::timeout(SEEN_TIMEOUT, processed.wait_for(|latest| *latest >= ts)).await;
+    if !matches!(seen, Ok(Ok(_))) {
+        tracing::warn!(
+            ts = ts.0,
+            "cluster: this node has not heard of the leader's commit in time; answering anyway"
+        );
+    }
+}
+
 /// Largest relayed answer without a `Content-Length` that is buffered (HTTP actions' answers and
 /// the CLI's JSON; a stored file or an export comes with its length and is streamed).
 const RELAY_MAX_BUFFERED_BYTES: usize = 64 * 1024 * 1024;
@@ -452,7 +493,14 @@ pub(crate) async fn relay(
             return leader_unavailable("The cluster's leader did not answer in time. Retry.");
         }
     };
-    let (head, incoming) = response.into_parts();
+    let (mut head, incoming) = response.into_parts();
+    let leader_ts = head
+        .headers
+        .remove(COMMIT_TS_HEADER)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if let Some(ts) = leader_ts {
+        until_seen(state, Timestamp(ts)).await;
+    }
     let length = head
         .headers
         .get(http::header::CONTENT_LENGTH)

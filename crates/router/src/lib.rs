@@ -74,6 +74,21 @@ pub async fn route(
     surface: Surface,
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
+    // A request another node relayed: its answer names the commits it made (or saw), so that
+    // node answers only once it has heard of them (see `cluster::relay`).
+    if cluster::is_relayed(&request) {
+        let mut response = route_here(state.clone(), surface, request).await;
+        cluster::stamp_latest_commit(&state, &mut response);
+        return response;
+    }
+    route_here(state, surface, request).await
+}
+
+async fn route_here(
+    state: Arc<AppState>,
+    surface: Surface,
+    request: Request<Incoming>,
+) -> Response<ResponseBody> {
     match surface {
         // Cluster follower: an HTTP action is an action, and actions run on the leader; the
         // leader's API port serves the same routes under `/http`.
