@@ -8,7 +8,10 @@
 // (insert, get, patch, replace, delete, index range, order, take, filter, paginate, unique,
 // db.normalizeId);
 // argument validation with Convex's text; ConvexError data; frozen Date.now; console.* as log
-// lines; internal functions hidden from clients; the time and memory limits; a live ConvexClient subscription updated by a
+// lines; internal functions hidden from clients; actions (fetch to a loopback echo server,
+// timers, ctx.run*, the scheduler, the web APIs against known answers, refused addresses,
+// ConvexError data); HTTP actions of http.ts (a webhook verified by the svix package inside the
+// action, a prefix route, a throwing handler); the time and memory limits; a live ConvexClient subscription updated by a
 // mutation; pushes that fail (a module that throws while loading, a TypeScript syntax error, a
 // name the built-in app uses) changing nothing; and restarts keeping the pushed code.
 
@@ -23,6 +26,8 @@ import { anyApi } from "convex/server";
 import { convex, convexOk } from "./lib/cli.mjs";
 import { startServer } from "./lib/server.mjs";
 import { newClient, rejectsWith, waitFor, withLogs } from "./lib/helpers.mjs";
+import { newUserId, newWebhookSecret, signDelivery, userCreated } from "./lib/clerk.mjs";
+import { createServer } from "node:http";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const FIXTURE = path.join(HERE, "fixtures", "push", "convex");
@@ -39,6 +44,25 @@ async function projectDir() {
 
 const PUSH = ["dev", "--once", "--typecheck", "disable", "--tail-logs", "disable"];
 
+/** The secret http.ts's webhook route verifies with (the server's environment gives it). */
+const JS_WEBHOOK_SECRET = newWebhookSecret();
+
+/** An HTTP server on loopback that answers every request with what it received, as JSON. */
+async function startEcho() {
+  const server = createServer((req, res) => {
+    let body = "";
+    req.on("data", (chunk) => (body += chunk));
+    req.on("end", () => {
+      const parsed = body ? JSON.parse(body) : null;
+      res.writeHead(200, { "content-type": "application/json", "x-echo-from": req.headers["x-from"] ?? "" });
+      res.end(JSON.stringify({ method: req.method, body: parsed?.body ?? null }));
+    });
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address();
+  return { port, url: `http://127.0.0.1:${port}`, close: () => new Promise((resolve) => server.close(resolve)) };
+}
+
 function pushOk(server, cwd, args = PUSH) {
   return convexOk(server, args, { cwd });
 }
@@ -49,7 +73,11 @@ describe("npx convex dev pushes a convex/ folder into tickethub", { timeout: 900
   let http;
 
   before(async () => {
-    server = await startServer({ which: "tickethub" });
+    // fetch() in actions reaches loopback only because this lists it.
+    server = await startServer({
+      which: "tickethub",
+      env: { JS_WEBHOOK_SECRET, CLERK_WEBHOOK_SECRET: newWebhookSecret(), TICKETHUB_FETCH_ALLOW_HOSTS: "127.0.0.1" },
+    });
     cwd = await projectDir();
     http = newClient(server);
   });
@@ -173,6 +201,93 @@ describe("npx convex dev pushes a convex/ folder into tickethub", { timeout: 900
     });
     const rows = await http.query(api.messages.list, { channel: "scheduled" });
     assert.deepEqual(rows.map((m) => m.body), ["scheduled"]);
+  }));
+
+  test("actions: fetch, timers, ctx.runQuery/runMutation/runAction, the scheduler, web APIs, errors", withLogs(async () => {
+    const echo = await startEcho();
+    try {
+      const r = await http.action(api.actions.relay, { channel: "acted", url: `${echo.url}/echo` });
+      assert.equal(r.status, 200);
+      assert.equal(r.method, "POST");
+      assert.equal(r.echoedHeader, "an action", "the request's headers reached the server");
+      assert.equal(r.count, 1, "the action's query sees its mutation's write");
+      assert.deepEqual([r.doubled, r.tripled], [2, 3]);
+      assert.ok(r.waited >= 50, `the clock runs in an action, and setTimeout waits (${r.waited} ms)`);
+      assert.equal(r.job, "string");
+      assert.equal(r.identity, null);
+      await waitFor(async () => (await http.query(api.messages.list, { channel: "acted" })).length === 2, {
+        what: "the job the action scheduled",
+      });
+      const bodies = (await http.query(api.messages.list, { channel: "acted" })).map((m) => m.body).sort();
+      assert.deepEqual(bodies, ["fetched for acted", "scheduled by an action"]);
+
+      assert.deepEqual(await http.action(api.actions.webApis, {}), {
+        encoded: 6,
+        decoded: "héllo",
+        hmac: "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+        verified: true,
+        forged: false,
+        sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        href: "https://example.com:8443/a/b?x=1&y=two&z=3+4#frag",
+        host: "example.com:8443",
+        y: "two",
+        badUrl: "TypeError",
+        uuid: true,
+        random: true,
+        header: "1, 2",
+        responseJson: { ok: true },
+      });
+
+      // Addresses the server does not allow: a literal internal address, and a name that
+      // resolves to loopback (only 127.0.0.1 is listed), are refused before any connection.
+      assert.match(await http.action(api.actions.tryFetch, { url: "http://169.254.169.254/latest/meta-data" }), /^refused: .*internal address/);
+      assert.match(await http.action(api.actions.tryFetch, { url: `http://localhost:${echo.port}/` }), /^refused: .*internal addresses/);
+      assert.match(await http.action(api.actions.tryFetch, { url: "file:///etc/passwd" }), /^refused: .*http and https/);
+      assert.equal(await http.action(api.actions.tryFetch, { url: `${echo.url}/ok` }), "status 200");
+
+      // Errors: ConvexError data from an action, and from a mutation into the action; fetch in a
+      // query; argument validation.
+      const error = await rejectsWith(http.action(api.actions.failsWithData, {}));
+      assert.deepEqual(error.data, { reason: "sold out", left: 0 });
+      assert.deepEqual(await http.action(api.actions.catchesMutationError, {}), { code: "refused" });
+      await rejectsWith(http.query(api.actions.fetchInQuery, {}), "Can't use fetch() in queries and mutations");
+      await rejectsWith(http.action(api.actions.relay, { channel: 1, url: "x" }), "ArgumentValidationError");
+    } finally {
+      await echo.close();
+    }
+  }));
+
+  test("HTTP actions from http.ts: a svix-verified webhook, a prefix route, errors", withLogs(async () => {
+    const userId = newUserId();
+    const delivery = signDelivery(JS_WEBHOOK_SECRET, userCreated({ id: userId }));
+    let res = await fetch(`${server.siteUrl}/js/webhook`, { method: "POST", headers: delivery.headers, body: delivery.body });
+    assert.equal(res.status, 200, await res.clone().text());
+    assert.deepEqual(await res.json(), { received: "user.created" });
+    const rows = await http.query(api.messages.list, { channel: "webhooks" });
+    assert.deepEqual(rows.map((m) => m.body), [`user.created ${userId}`]);
+
+    // A forged signature is refused by svix inside the action.
+    const forged = signDelivery(newWebhookSecret(), userCreated({ id: newUserId() }));
+    res = await fetch(`${server.siteUrl}/js/webhook`, { method: "POST", headers: forged.headers, body: forged.body });
+    assert.equal(res.status, 400);
+    assert.match(await res.text(), /^refused: /);
+
+    // A prefix route, on the site port and under /http on the API port.
+    for (const base of [server.siteUrl, `${server.url}/http`]) {
+      res = await fetch(`${base}/js/echo/a/b?q=1`);
+      assert.equal(res.status, 201);
+      assert.equal(res.headers.get("x-custom"), "yes");
+      assert.deepEqual(await res.json(), { path: "/js/echo/a/b", q: "1" });
+    }
+    // A handler that throws: 500 with Convex's body; a path no route has: 404.
+    res = await fetch(`${server.siteUrl}/js/throws`);
+    assert.equal(res.status, 500);
+    assert.match((await res.json()).code, /Server Error: Uncaught Error: an HTTP action that throws/);
+    res = await fetch(`${server.siteUrl}/js/nothing`);
+    assert.equal(res.status, 404);
+    // The built-in Rust routes still answer beside them (an unsigned Clerk delivery is refused).
+    res = await fetch(`${server.siteUrl}/clerk-users-webhook`, { method: "POST", body: "{}" });
+    assert.ok(res.status >= 400 && res.status < 500, `the built-in webhook: ${res.status}`);
   }));
 
   test("a call past the time or memory limit fails with Convex's text; the next call runs", withLogs(async () => {

@@ -138,7 +138,7 @@ impl Loader for BytecodeLoader {
 const THROWN_NULL: &str = "Uncaught null";
 
 /// The text of a thrown value: `Uncaught Error: message` and the stack, as Convex shows it.
-fn describe_thrown(thrown: &rquickjs::Value<'_>) -> String {
+pub(crate) fn describe_thrown(thrown: &rquickjs::Value<'_>) -> String {
     if let Some(object) = thrown.as_object() {
         let name: Option<String> = object.get("name").ok();
         let message: Option<String> = object.get("message").ok();
@@ -162,7 +162,7 @@ fn describe_thrown(thrown: &rquickjs::Value<'_>) -> String {
 }
 
 /// The exception pending in `ctx` after `error`, as text.
-fn exception_text(ctx: &Ctx<'_>, error: rquickjs::Error) -> String {
+pub(crate) fn exception_text(ctx: &Ctx<'_>, error: rquickjs::Error) -> String {
     match error {
         rquickjs::Error::Exception => describe_thrown(&ctx.catch()),
         other => other.to_string(),
@@ -218,10 +218,10 @@ pub(crate) fn compile(modules: &[StoredModule]) -> Result<BTreeMap<String, Vec<u
 // ---- one runtime ----------------------------------------------------------------------------
 
 /// A syscall the JavaScript side is waiting on.
-struct SyscallRequest {
-    id: f64,
-    op: String,
-    args: String,
+pub(crate) struct SyscallRequest {
+    pub(crate) id: f64,
+    pub(crate) op: String,
+    pub(crate) args: String,
 }
 
 /// What the host functions installed in a context share with the driver loop.
@@ -241,11 +241,11 @@ struct HostState {
     calls: Cell<u32>,
 }
 
-struct Worker {
+pub(crate) struct Worker {
     generation: u64,
     // Field order: the context is dropped before its runtime, which is kept to own the
     // interrupt handler and the loader for the worker's lifetime.
-    context: Context,
+    pub(crate) context: Context,
     /// Also asked for its memory use after the first call.
     runtime: rquickjs::Runtime,
     state: Rc<HostState>,
@@ -290,12 +290,16 @@ impl Worker {
 
     /// Run the job queue until it is empty. (A job that throws is a promise reaction whose
     /// exception QuickJS already turned into a rejection; nothing is lost.)
-    fn run_jobs(ctx: &Ctx<'_>) {
+    pub(crate) fn run_jobs(ctx: &Ctx<'_>) {
         while ctx.execute_pending_job() {}
     }
 
     /// The namespace of `module`, importing it the first time.
-    fn namespace<'js>(&self, ctx: &Ctx<'js>, module: &str) -> Result<Object<'js>, String> {
+    pub(crate) fn namespace<'js>(
+        &self,
+        ctx: &Ctx<'js>,
+        module: &str,
+    ) -> Result<Object<'js>, String> {
         let cache: Object = ctx.globals().get(NAMESPACES).map_err(|e| e.to_string())?;
         if let Ok(Some(namespace)) = cache.get::<_, Option<Object>>(module) {
             return Ok(namespace);
@@ -378,7 +382,8 @@ fn install_host<'js>(ctx: &Ctx<'js>, state: &Rc<HostState>) -> rquickjs::Result<
     )?;
     ctx.globals().set("__tickethub_host", host)?;
     ctx.globals().set(NAMESPACES, Object::new(ctx.clone())?)?;
-    ctx.eval::<(), _>(PRELUDE)
+    ctx.eval::<(), _>(PRELUDE)?;
+    crate::web::install(ctx)
 }
 
 thread_local! {
@@ -386,28 +391,28 @@ thread_local! {
     static WORKER: RefCell<Option<Worker>> = const { RefCell::new(None) };
 }
 
-/// Run one query or mutation. Its log lines go to `invocation`'s context.
-pub(crate) fn call(
-    target: &Target,
-    invocation: Invocation<'_, '_>,
-    args: Value,
-) -> Result<Value, FnError> {
+/// Run `f` with this thread's QuickJS runtime for `bundle` (started, or restarted for a newer
+/// push, as needed). A runtime a limit stopped is dropped afterwards.
+pub(crate) fn with_worker<R>(
+    bundle: &Arc<Bundle>,
+    f: impl FnOnce(&mut Worker) -> Result<R, FnError>,
+) -> Result<R, FnError> {
     WORKER.with(|cell| {
         let Ok(mut slot) = cell.try_borrow_mut() else {
             return Err(FnError::msg(
                 "A built-in function called from JavaScript cannot call back into JavaScript inline (ctx.runQuery / ctx.runMutation from Rust into a pushed function)",
             ));
         };
-        if slot.as_ref().map(|w| w.generation) != Some(target.bundle.generation) {
+        if slot.as_ref().map(|w| w.generation) != Some(bundle.generation) {
             *slot = None;
-            let worker = Worker::new(&target.bundle)
+            let worker = Worker::new(bundle)
                 .map_err(|e| FnError::Internal(format!("starting QuickJS: {e}")))?;
             *slot = Some(worker);
         }
         let Some(worker) = slot.as_mut() else {
             return Err(FnError::Internal("no QuickJS runtime".into()));
         };
-        let outcome = run(worker, target, &invocation, args);
+        let outcome = f(worker);
         if worker.state.calls.get() == 1 {
             // What a runtime costs once the called module is loaded (the benchmark reads it).
             let usage = worker.runtime.memory_usage();
@@ -417,14 +422,81 @@ pub(crate) fn call(
                 "QuickJS runtime after its first call"
             );
         }
-        for (level, text) in worker.state.logs.borrow_mut().drain(..) {
-            invocation.log(level, &text);
-        }
         if worker.poisoned {
             *slot = None;
         }
         outcome
     })
+}
+
+/// Run one query or mutation. Its log lines go to `invocation`'s context.
+pub(crate) fn call(
+    target: &Target,
+    invocation: Invocation<'_, '_>,
+    args: Value,
+) -> Result<Value, FnError> {
+    with_worker(&target.bundle, |worker| {
+        let outcome = run(worker, target, &invocation, args);
+        for (level, text) in worker.state.logs.borrow_mut().drain(..) {
+            invocation.log(level, &text);
+        }
+        outcome
+    })
+}
+
+impl Worker {
+    /// Set up the per-call state: the runtime handle, the deadline, the call count.
+    pub(crate) fn begin_call(&self, runtime: Runtime, limit: std::time::Duration) {
+        let state = &self.state;
+        state.requests.borrow_mut().clear();
+        state.interrupted.set(false);
+        *state.runtime.borrow_mut() = Some(runtime);
+        state.calls.set(state.calls.get().wrapping_add(1));
+        state.deadline.set(Some(Instant::now() + limit));
+    }
+
+    /// Clear the per-call state and turn a stop by a limit into Convex's error (marking this
+    /// runtime for replacement: its heap may be in any state).
+    pub(crate) fn end_call<R>(&mut self, outcome: Result<R, FnError>) -> Result<R, FnError> {
+        let state = self.state.clone();
+        state.deadline.set(None);
+        *state.runtime.borrow_mut() = None;
+        match outcome {
+            Ok(value) => Ok(value),
+            Err(_) if state.interrupted.get() => {
+                self.poisoned = true;
+                Err(timeout_error())
+            }
+            // QuickJS throws "out of memory", or `null` when it cannot even allocate that
+            // error. (So a handler's own `throw null` is reported as out of memory too: a rare
+            // case, and a harmless one, since the thread then only starts a fresh runtime.)
+            Err(e) if e.to_string().contains("out of memory") || e.to_string() == THROWN_NULL => {
+                self.poisoned = true;
+                Err(out_of_memory_error())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The number of calls this runtime has run, mixed into each call's random seed.
+    pub(crate) fn calls(&self) -> u32 {
+        self.state.calls.get()
+    }
+
+    /// Take the log lines of the running call.
+    pub(crate) fn take_logs(&self) -> Vec<(LogLevel, String)> {
+        std::mem::take(&mut *self.state.logs.borrow_mut())
+    }
+
+    /// Take the syscalls the JavaScript side asked for since the last time.
+    pub(crate) fn take_requests(&self) -> Vec<SyscallRequest> {
+        std::mem::take(&mut *self.state.requests.borrow_mut())
+    }
+
+    /// Whether the interrupt handler stopped the running call.
+    pub(crate) fn interrupted(&self) -> bool {
+        self.state.interrupted.get()
+    }
 }
 
 fn run(
@@ -433,18 +505,11 @@ fn run(
     invocation: &Invocation<'_, '_>,
     args: Value,
 ) -> Result<Value, FnError> {
-    let state = worker.state.clone();
-    state.requests.borrow_mut().clear();
-    state.interrupted.set(false);
-    *state.runtime.borrow_mut() = Some(invocation.runtime());
-    state.calls.set(state.calls.get().wrapping_add(1));
-    state
-        .deadline
-        .set(Some(Instant::now() + *tickethub_knobs::JS_CALL_TIME_LIMIT));
+    worker.begin_call(invocation.runtime(), *tickethub_knobs::JS_CALL_TIME_LIMIT);
     let now = invocation.now_ms();
     let seed = (now.to_bits() as u32)
         ^ (now.to_bits() >> 32) as u32
-        ^ state.calls.get().wrapping_mul(0x9e37_79b9);
+        ^ worker.calls().wrapping_mul(0x9e37_79b9);
     let outcome = worker.context.with(|ctx| {
         drive(
             worker,
@@ -456,23 +521,7 @@ fn run(
             CallDepth::Top,
         )
     });
-    state.deadline.set(None);
-    *state.runtime.borrow_mut() = None;
-    match outcome {
-        Ok(value) => Ok(value),
-        Err(_) if state.interrupted.get() => {
-            worker.poisoned = true;
-            Err(timeout_error())
-        }
-        // QuickJS throws "out of memory", or `null` when it cannot even allocate that error.
-        // (So a handler's own `throw null` is reported as out of memory too: a rare case, and
-        // a harmless one, since the thread then only starts a fresh runtime.)
-        Err(e) if e.to_string().contains("out of memory") || e.to_string() == THROWN_NULL => {
-            worker.poisoned = true;
-            Err(out_of_memory_error())
-        }
-        Err(e) => Err(e),
-    }
+    worker.end_call(outcome)
 }
 
 /// A call's deterministic inputs: the frozen `Date.now()` and the `Math.random()` seed.
@@ -563,7 +612,7 @@ fn drive<'js>(
     if matches!(call, CallDepth::Top) {
         let begin: Function = ctx.globals().get("__tickethub_begin").map_err(js)?;
         begin
-            .call::<_, ()>((frozen.now, frozen.seed as f64))
+            .call::<_, ()>((frozen.now, frozen.seed as f64, false))
             .map_err(js)?;
     }
     let namespace = worker
@@ -621,23 +670,32 @@ fn drive<'js>(
             } else {
                 crate::syscalls::service(invocation, &request.op, &request.args)
             };
-            let (ok, payload) = match serviced {
-                Ok(json) => (true, json.to_string()),
-                Err(e) => {
-                    let text = e.to_string();
-                    last_error = Some(e);
-                    (false, text)
-                }
-            };
-            settle
-                .call::<_, ()>((request.id, ok, payload))
-                .map_err(js)?;
+            settle_one(&settle, request.id, serviced, &mut last_error).map_err(js)?;
+        }
+    }
+}
+
+/// Settle the promise of syscall `id`: resolved with its JSON, or rejected with the error's text
+/// (and a `ConvexError`'s data, which the `convex` package rethrows as a `ConvexError`).
+pub(crate) fn settle_one(
+    settle: &Function<'_>,
+    id: f64,
+    serviced: Result<serde_json::Value, FnError>,
+    last_error: &mut Option<FnError>,
+) -> rquickjs::Result<()> {
+    match serviced {
+        Ok(json) => settle.call::<_, ()>((id, true, json.to_string(), rquickjs::Undefined)),
+        Err(e) => {
+            let text = e.to_string();
+            let data = e.data().map(|d| d.to_convex_json().to_string());
+            *last_error = Some(e);
+            settle.call::<_, ()>((id, false, text, data))
         }
     }
 }
 
 /// What a rejected handler promise means for the caller.
-fn rejection(thrown: &rquickjs::Value<'_>, last_error: Option<FnError>) -> FnError {
+pub(crate) fn rejection(thrown: &rquickjs::Value<'_>, last_error: Option<FnError>) -> FnError {
     if let Some(object) = thrown.as_object() {
         let message: String = object.get("message").unwrap_or_default();
         // `serializeConvexErrorData` of the `convex` package marks a ConvexError and turns its
@@ -678,6 +736,8 @@ pub(crate) struct RawExport {
 
 pub(crate) struct RawAnalysis {
     pub(crate) functions: Vec<RawExport>,
+    /// `http.js`'s routes: (path, or prefix with a trailing `*`; method).
+    pub(crate) routes: Vec<(String, String)>,
     /// `schema.js`'s `default.export()`.
     pub(crate) schema: Option<String>,
 }
@@ -694,6 +754,7 @@ pub(crate) fn analyze(bundle: &Arc<Bundle>) -> Result<RawAnalysis, JsError> {
     ));
     worker.context.with(|ctx| {
         let mut functions = Vec::new();
+        let mut routes = Vec::new();
         let mut schema = None;
         for path in bundle.bytecode.keys().filter(|p| is_function_module(p)) {
             let fail = |message: String| JsError::Evaluate {
@@ -713,6 +774,26 @@ pub(crate) fn analyze(bundle: &Arc<Bundle>) -> Result<RawAnalysis, JsError> {
                     schema = Some(text);
                 }
                 continue;
+            }
+            if path == crate::HTTP_MODULE {
+                let default: Option<Object> = namespace.get("default").ok().flatten();
+                let router = default
+                    .filter(|d| d.get::<_, Option<bool>>("isRouter").ok().flatten() == Some(true));
+                if let Some(router) = router {
+                    let get_routes: Function = router
+                        .get("getRoutes")
+                        .map_err(|e| fail(exception_text(&ctx, e)))?;
+                    let listed: Vec<rquickjs::Array> = get_routes
+                        .call(())
+                        .map_err(|e| fail(exception_text(&ctx, e)))?;
+                    for entry in listed {
+                        let route: String =
+                            entry.get(0).map_err(|e| fail(exception_text(&ctx, e)))?;
+                        let method: String =
+                            entry.get(1).map_err(|e| fail(exception_text(&ctx, e)))?;
+                        routes.push((route, method));
+                    }
+                }
             }
             for key in namespace.keys::<String>() {
                 let name = key.map_err(|e| fail(e.to_string()))?;
@@ -752,7 +833,11 @@ pub(crate) fn analyze(bundle: &Arc<Bundle>) -> Result<RawAnalysis, JsError> {
                 });
             }
         }
-        Ok(RawAnalysis { functions, schema })
+        Ok(RawAnalysis {
+            functions,
+            routes,
+            schema,
+        })
     })
 }
 

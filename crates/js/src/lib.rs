@@ -20,10 +20,13 @@
 //! context in plain Rust (no context pointer hidden in a thread-local) and lets QuickJS run to
 //! completion between syscalls, as Convex's own isolate does between async ops.
 
+mod action;
+mod fetch;
 mod host;
 mod push;
 mod syscalls;
 mod validator;
+mod web;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,8 +35,8 @@ use std::sync::Arc;
 pub use push::{PreparedPush, PushError, PushService};
 use serde_json::{json, Value as Json};
 use tickethub_runtime::{
-    canonicalize_path, App, FnError, FunctionKind, MutationCtx, QueryCtx, StoredModule, Validator,
-    Value, Visibility,
+    canonicalize_path, ActionCtx, App, FnError, FunctionKind, HttpRequest, MutationCtx, QueryCtx,
+    Route, StoredModule, Validator, Value, Visibility,
 };
 
 /// Why a push (or loading the stored push at start-up) failed. Nothing of it was installed.
@@ -154,6 +157,8 @@ impl SchemaTable {
 #[derive(Clone, Debug, Default)]
 pub struct Analysis {
     pub functions: Vec<ExportedFunction>,
+    /// The routes of `http.js`'s `httpRouter()`, in its order (exact paths, then prefixes).
+    pub routes: Vec<Route>,
     /// `schema.js`'s `default.export()`, parsed; `None` without a schema.
     pub schema: Option<Json>,
     pub tables: Vec<SchemaTable>,
@@ -219,6 +224,18 @@ pub fn analyze(bundle: &Arc<Bundle>) -> Result<Analysis, JsError> {
             returns,
         });
     }
+    for (path, method) in raw.routes {
+        let method = http::Method::from_bytes(method.as_bytes()).map_err(|_| {
+            JsError::Analysis(format!(
+                "http.js: the route {path} has an invalid method {method:?}"
+            ))
+        })?;
+        let route = match path.strip_suffix('*') {
+            Some(prefix) => Route::prefix(method, prefix),
+            None => Route::exact(method, &path),
+        };
+        analysis.routes.push(route);
+    }
     if let Some(text) = raw.schema {
         let schema: Json = serde_json::from_str(&text)
             .map_err(|e| JsError::Analysis(format!("schema.js exported invalid JSON: {e}")))?;
@@ -269,9 +286,21 @@ fn schema_tables(schema: &Json) -> Result<Vec<SchemaTable>, JsError> {
     Ok(out)
 }
 
-/// Register every exported query and mutation of `analysis` into a new [`App`] whose handlers
-/// run `bundle`'s JavaScript. Actions are registered too, answering that they are not supported
-/// yet, so they are listed and fail clearly rather than "not found".
+/// Run a pushed action on the blocking pool (its QuickJS runtime blocks while it waits on
+/// `fetch`, timers and `ctx.run*`); its syscalls run on this tokio runtime.
+async fn run_action(
+    target: Arc<host::Target>,
+    ctx: ActionCtx,
+    input: action::ActionInput,
+) -> Result<action::ActionOutput, FnError> {
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || action::call(&target, &ctx, input, &handle))
+        .await
+        .map_err(|e| FnError::Internal(format!("the JavaScript action's thread: {e}")))?
+}
+
+/// Register every exported function of `analysis`, and the routes of `http.js`, into a new
+/// [`App`] whose handlers run `bundle`'s JavaScript.
 pub fn build_app(bundle: &Arc<Bundle>, analysis: &Analysis) -> App {
     let mut app = App::new();
     for f in &analysis.functions {
@@ -304,10 +333,16 @@ pub fn build_app(bundle: &Arc<Bundle>, analysis: &Analysis) -> App {
                 }
             }
             FunctionKind::Action | FunctionKind::HttpAction => {
-                let handler = |_ctx: tickethub_runtime::ActionCtx, _args: Value| async {
-                    Err::<Value, _>(FnError::msg(
-                        "JavaScript actions are not supported by tickethub yet",
-                    ))
+                let handler = move |ctx: ActionCtx, args: Value| {
+                    let target = target.clone();
+                    async move {
+                        match run_action(target, ctx, action::ActionInput::Args(args)).await? {
+                            action::ActionOutput::Value(value) => Ok(value),
+                            action::ActionOutput::Http(_) => Err(FnError::Internal(
+                                "an action answered as an HTTP action".into(),
+                            )),
+                        }
+                    }
                 };
                 if public {
                     app.action(&path, handler)
@@ -321,8 +356,33 @@ pub fn build_app(bundle: &Arc<Bundle>, analysis: &Analysis) -> App {
             spec.returns(returns.clone());
         }
     }
+    let router = Arc::new(host::Target {
+        bundle: bundle.clone(),
+        module: HTTP_MODULE.to_string(),
+        name: "default".to_string(),
+    });
+    for route in &analysis.routes {
+        let router = router.clone();
+        app.http_route(
+            route.clone(),
+            move |ctx: ActionCtx, request: HttpRequest| {
+                let router = router.clone();
+                async move {
+                    match run_action(router, ctx, action::ActionInput::Http(Box::new(request))).await? {
+                        action::ActionOutput::Http(response) => Ok(response),
+                        action::ActionOutput::Value(_) => Err(FnError::Internal(
+                            "an HTTP action answered as an action".into(),
+                        )),
+                    }
+                }
+            },
+        );
+    }
     app
 }
+
+/// The module whose default export is the app's `httpRouter()`.
+pub(crate) const HTTP_MODULE: &str = "http.js";
 
 #[cfg(test)]
 mod tests {

@@ -1,8 +1,9 @@
 // Installed once in each QuickJS context before any pushed module runs. It gives the `convex`
 // package the host it expects (`Convex.syscall`, `Convex.asyncSyscall`), makes queries and
 // mutations deterministic (frozen `Date`, seeded `Math.random`) and turns `console.*` into log
-// lines. Rust provides `__tickethub_host` = { send(op, json) -> id, log(level, text), env(name),
-// normalizeId(table, id) } and answers each `send` later through `__tickethub_settle`.
+// lines; actions get a running clock and timers. Rust provides `__tickethub_host` = { send(op,
+// json) -> id, log(level, text), env(name), normalizeId(table, id) } and answers each `send`
+// later through `__tickethub_settle`. `web.js` runs next and takes `__tickethub_action`.
 (function () {
   "use strict";
   const host = globalThis.__tickethub_host;
@@ -16,12 +17,18 @@
     });
   }
   Object.defineProperty(globalThis, "__tickethub_settle", {
-    value: (id, ok, payload) => {
+    value: (id, ok, payload, data) => {
       const waiter = pending.get(id);
       pending.delete(id);
       if (waiter === undefined) return;
-      if (ok) waiter.resolve(payload);
-      else waiter.reject(new Error(payload));
+      if (ok) {
+        waiter.resolve(payload);
+        return;
+      }
+      const error = new Error(payload);
+      // A ConvexError's data (Convex JSON): the `convex` package rethrows it as a ConvexError.
+      if (typeof data === "string") error.data = JSON.parse(data);
+      waiter.reject(error);
     },
   });
 
@@ -107,15 +114,19 @@
     log: log("LOG"), info: log("INFO"), warn: log("WARN"), error: log("ERROR"), debug: log("DEBUG"),
   };
 
-  // ---- determinism: Date frozen per call, Math.random seeded per call ----
+  // ---- determinism: in queries and mutations Date is frozen per call and Math.random seeded
+  // per call; in actions the clock runs (on the server's clock, test offset included) ----
   const RealDate = Date;
   let frozenNow = RealDate.now();
+  /** In an action: the server's clock minus the machine's, else null (frozen). */
+  let liveOffset = null;
+  const now = () => (liveOffset === null ? frozenNow : RealDate.now() + liveOffset);
   function FrozenDate(...args) {
-    if (!new.target) return new RealDate(frozenNow).toString();
-    return args.length === 0 ? new RealDate(frozenNow) : new RealDate(...args);
+    if (!new.target) return new RealDate(now()).toString();
+    return args.length === 0 ? new RealDate(now()) : new RealDate(...args);
   }
   FrozenDate.prototype = RealDate.prototype;
-  FrozenDate.now = () => frozenNow;
+  FrozenDate.now = now;
   FrozenDate.parse = RealDate.parse;
   FrozenDate.UTC = RealDate.UTC;
   globalThis.Date = FrozenDate;
@@ -129,11 +140,56 @@
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
   Object.defineProperty(globalThis, "__tickethub_begin", {
-    value: (now, callSeed) => {
-      frozenNow = Math.floor(now);
+    value: (callNow, callSeed, action) => {
+      frozenNow = Math.floor(callNow);
+      liveOffset = action ? callNow - RealDate.now() : null;
       seed = callSeed | 0;
       streams.clear();
       pending.clear();
+      timers.clear();
+    },
+  });
+
+  // ---- timers: actions only; the action driver fires them when due ----
+  const timers = new Map();
+  let nextTimer = 1;
+  function requireAction(what) {
+    if (liveOffset === null) {
+      throw new Error(`Can't use ${what} in queries and mutations. Please consider using an action.`);
+    }
+  }
+  function addTimer(callback, ms, args, repeat) {
+    requireAction(repeat ? "setInterval" : "setTimeout");
+    if (typeof callback !== "function") throw new TypeError("The timer's callback must be a function");
+    const delay = Math.max(0, Number(ms) || 0);
+    const id = nextTimer++;
+    timers.set(id, { due: now() + delay, delay, callback, args, repeat });
+    return id;
+  }
+  globalThis.setTimeout = (callback, ms, ...args) => addTimer(callback, ms, args, false);
+  globalThis.setInterval = (callback, ms, ...args) => addTimer(callback, ms, args, true);
+  globalThis.clearTimeout = (id) => void timers.delete(id);
+  globalThis.clearInterval = globalThis.clearTimeout;
+  Object.defineProperty(globalThis, "__tickethub_action", {
+    value: {
+      request,
+      requireAction,
+      /** Milliseconds until the next timer is due (0 if one is), or -1 without timers. */
+      nextTimer() {
+        let soonest = Infinity;
+        for (const t of timers.values()) soonest = Math.min(soonest, t.due);
+        return soonest === Infinity ? -1 : Math.max(0, soonest - now());
+      },
+      /** Run every timer that is due, oldest deadline first. */
+      fireTimers() {
+        const due = [...timers.entries()].filter(([, t]) => t.due <= now()).sort(([, a], [, b]) => a.due - b.due);
+        for (const [id, t] of due) {
+          if (!timers.has(id)) continue;
+          if (t.repeat) t.due = now() + Math.max(1, t.delay);
+          else timers.delete(id);
+          t.callback(...t.args);
+        }
+      },
     },
   });
 

@@ -355,6 +355,18 @@ knob!(
 );
 
 knob!(
+    /// Longest one JavaScript action (or HTTP action) may run, waits on `fetch`, timers and
+    /// `ctx.run*` included (Convex's limit for actions is 10 minutes).
+    JS_ACTION_TIME_LIMIT: Duration(ms) = 600_000, min 10, max 3_600_000
+);
+
+knob!(
+    /// Largest response body `fetch` in a JavaScript action reads, in bytes; past it the
+    /// `fetch` fails rather than hold an unbounded body in memory.
+    JS_FETCH_BODY_LIMIT_BYTES: usize = 32 << 20, min 1 << 10, max 1 << 30
+);
+
+knob!(
     /// Most heap one thread's QuickJS runtime may use, in bytes (Convex gives an isolate 64 MiB).
     /// A call that goes past it fails, and the thread starts a fresh runtime for the next call.
     JS_MEMORY_LIMIT_BYTES: usize = 64 << 20, min 4 << 20, max 4 << 30

@@ -105,7 +105,13 @@ fn action_error_response(request_id: &RequestId, label: &str, error: &FnError) -
         } else {
             "Error"
         };
-        let uncaught = format!("Uncaught {kind}: {error}");
+        // Pushed JavaScript's errors already read `Uncaught Error: ...`, with the stack.
+        let text = error.to_string();
+        let uncaught = if text.starts_with("Uncaught ") {
+            text
+        } else {
+            format!("Uncaught {kind}: {text}")
+        };
         (
             format!("[Request ID: {request_id}] Server Error: {uncaught}"),
             uncaught,

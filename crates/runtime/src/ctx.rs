@@ -489,15 +489,19 @@ impl ActionCtx {
     pub fn log(&self, level: LogLevel, message: impl std::fmt::Display) {
         self.logs.log(level, &message.to_string());
     }
-    async fn run<R: DeserializeOwned>(
+    /// As [`QueryCtx::runtime`]: pushed JavaScript actions read `process.env` through it.
+    pub fn runtime(&self) -> Runtime {
+        self.rt.clone()
+    }
+    /// Run the query, mutation or action at `path` (internal ones too), as the same caller, and
+    /// give back its value as it is (what pushed JavaScript's `ctx.runQuery` and kin call).
+    pub async fn run_value(
         &self,
         kind: FunctionKind,
         path: &str,
-        args: impl Serialize,
-    ) -> Result<R, FnError> {
-        let args = crate::engine::args_value(args)?;
-        let outcome = self
-            .rt
+        args: Value,
+    ) -> Result<Value, FnError> {
+        self.rt
             .execute(
                 path.to_string(),
                 args,
@@ -507,7 +511,16 @@ impl ActionCtx {
                 self.logs.clone(),
             )
             .await
-            .outcome?;
+            .outcome
+    }
+    async fn run<R: DeserializeOwned>(
+        &self,
+        kind: FunctionKind,
+        path: &str,
+        args: impl Serialize,
+    ) -> Result<R, FnError> {
+        let args = crate::engine::args_value(args)?;
+        let outcome = self.run_value(kind, path, args).await?;
         tickethub_value::from_value(&outcome).map_err(|e| {
             FnError::msg(format!(
                 "The result of {path} does not have the expected type: {e}"

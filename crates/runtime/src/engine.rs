@@ -144,6 +144,8 @@ pub(crate) struct Inner {
     /// Functions pushed with `npx convex deploy` (JavaScript), beside the built-in ones and
     /// replaced whole by each push. Never holds a path of `functions` (refused at push time).
     pub(crate) pushed: parking_lot::RwLock<Arc<HashMap<String, Arc<FunctionSpec>>>>,
+    /// The pushed `http.js` routes; a request tries the built-in routes first.
+    pub(crate) pushed_routes: parking_lot::RwLock<Arc<Vec<HttpRoute>>>,
     pub(crate) routes: Vec<HttpRoute>,
     pub(crate) crons: Vec<CronSpec>,
     pub(crate) store: Store,
@@ -321,6 +323,7 @@ impl Runtime {
             inner: Arc::new(Inner {
                 functions,
                 pushed: Default::default(),
+                pushed_routes: Default::default(),
                 routes: app.routes,
                 crons: app.crons,
                 store,
@@ -603,18 +606,36 @@ impl Runtime {
                 "The pushed function `{clash}` has the same path as a built-in function of this server; rename it."
             )));
         }
+        if let Some(clash) = app
+            .routes
+            .iter()
+            .find(|pushed| self.inner.routes.iter().any(|r| r.route == pushed.route))
+        {
+            return Err(FnError::msg(format!(
+                "The pushed HTTP route {} {} is already a built-in route of this server; change its path.",
+                clash.route.method,
+                clash.route.path
+            )));
+        }
         let functions = app
             .functions
             .into_iter()
             .map(|(path, spec)| (path, Arc::new(spec)))
             .collect();
         *self.inner.pushed.write() = Arc::new(functions);
+        *self.inner.pushed_routes.write() = Arc::new(app.routes);
         Ok(())
     }
 
-    /// The app's HTTP routes, in registration order.
+    /// The HTTP routes: the app's in registration order, then the pushed ones.
     pub fn routes(&self) -> Vec<crate::Route> {
-        self.inner.routes.iter().map(|r| r.route.clone()).collect()
+        let pushed = self.inner.pushed_routes.read().clone();
+        self.inner
+            .routes
+            .iter()
+            .chain(pushed.iter())
+            .map(|r| r.route.clone())
+            .collect()
     }
 
     /// The function log and health figures of this deployment.

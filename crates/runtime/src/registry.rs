@@ -140,7 +140,17 @@ pub enum RoutePath {
     Prefix(String),
 }
 
-#[derive(Clone, Debug)]
+/// As Convex's `getRoutes` names them: `/path`, or `/prefix/*`.
+impl std::fmt::Display for RoutePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RoutePath::Exact(path) => f.write_str(path),
+            RoutePath::Prefix(prefix) => write!(f, "{prefix}*"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
     pub path: RoutePath,
     pub method: http::Method,

@@ -24,7 +24,10 @@ impl Runtime {
         caller: Caller,
         request_id: &RequestId,
     ) -> Option<Result<HttpResponse, FnError>> {
-        let route = match_route(&self.inner.routes, request.method(), request.uri().path())?;
+        let pushed = self.inner.pushed_routes.read().clone();
+        let (method, path) = (request.method(), request.uri().path());
+        let route = match_route(&self.inner.routes, method, path)
+            .or_else(|| match_route(&pushed, method, path))?;
         let handler = route.handler.clone();
         let label = format!("{} {}", request.method(), request.uri().path());
         let span = tracing::debug_span!(
