@@ -11,7 +11,8 @@
 // lines; internal functions hidden from clients; actions (fetch to a loopback echo server,
 // timers, ctx.run*, the scheduler, the web APIs against known answers, refused addresses,
 // ConvexError data); HTTP actions of http.ts (a webhook verified by the svix package inside the
-// action, a prefix route, a throwing handler); the time and memory limits; a live ConvexClient subscription updated by a
+// action, a prefix route, a throwing handler); crons.ts (an interval cron runs, calendar crons
+// listed with their next run); the time and memory limits; a live ConvexClient subscription updated by a
 // mutation; pushes that fail (a module that throws while loading, a TypeScript syntax error, a
 // name the built-in app uses) changing nothing; and restarts keeping the pushed code.
 
@@ -288,6 +289,22 @@ describe("npx convex dev pushes a convex/ folder into tickethub", { timeout: 900
     // The built-in Rust routes still answer beside them (an unsigned Clerk delivery is refused).
     res = await fetch(`${server.siteUrl}/clerk-users-webhook`, { method: "POST", body: "{}" });
     assert.ok(res.status >= 400 && res.status < 500, `the built-in webhook: ${res.status}`);
+  }));
+
+  test("crons.ts: an interval cron runs; calendar crons are listed with their schedule and next run", withLogs(async () => {
+    await waitFor(async () => (await http.query(api.messages.list, { channel: "cron" })).length >= 2, {
+      what: "two runs of the every-second cron",
+      timeoutMs: 20_000,
+    });
+    const res = await fetch(`${server.url}/api/dashboard/crons`, { headers: { authorization: `Convex ${server.adminKey}` } });
+    assert.equal(res.status, 200);
+    const byName = new Map((await res.json()).crons.map((c) => [c.name, c]));
+    assert.equal(byName.get("tick")?.schedule, "every 1000 ms");
+    assert.equal(byName.get("nightly")?.schedule, "cron 30 3 * * *");
+    assert.equal(byName.get("weekly report")?.schedule, "cron 5 17 * * 2");
+    const next = new Date(byName.get("nightly").nextRunMs);
+    assert.deepEqual([next.getUTCHours(), next.getUTCMinutes()], [3, 30]);
+    assert.ok(byName.get("nightly").nextRunMs > Date.now());
   }));
 
   test("a call past the time or memory limit fails with Convex's text; the next call runs", withLogs(async () => {

@@ -738,6 +738,8 @@ pub(crate) struct RawAnalysis {
     pub(crate) functions: Vec<RawExport>,
     /// `http.js`'s routes: (path, or prefix with a trailing `*`; method).
     pub(crate) routes: Vec<(String, String)>,
+    /// `crons.js`'s `cronJobs().crons`, as JSON text.
+    pub(crate) crons: Option<String>,
     /// `schema.js`'s `default.export()`.
     pub(crate) schema: Option<String>,
 }
@@ -755,6 +757,7 @@ pub(crate) fn analyze(bundle: &Arc<Bundle>) -> Result<RawAnalysis, JsError> {
     worker.context.with(|ctx| {
         let mut functions = Vec::new();
         let mut routes = Vec::new();
+        let mut crons = None;
         let mut schema = None;
         for path in bundle.bytecode.keys().filter(|p| is_function_module(p)) {
             let fail = |message: String| JsError::Evaluate {
@@ -793,6 +796,23 @@ pub(crate) fn analyze(bundle: &Arc<Bundle>) -> Result<RawAnalysis, JsError> {
                             entry.get(1).map_err(|e| fail(exception_text(&ctx, e)))?;
                         routes.push((route, method));
                     }
+                }
+            }
+            if path == crate::CRONS_MODULE {
+                let default: Option<Object> = namespace.get("default").ok().flatten();
+                let jobs = default
+                    .filter(|d| d.get::<_, Option<bool>>("isCrons").ok().flatten() == Some(true));
+                if let Some(jobs) = jobs {
+                    let declared: rquickjs::Value = jobs
+                        .get("crons")
+                        .map_err(|e| fail(exception_text(&ctx, e)))?;
+                    let text = ctx
+                        .json_stringify(declared)
+                        .map_err(|e| fail(exception_text(&ctx, e)))?
+                        .map(|t| t.to_string())
+                        .transpose()
+                        .map_err(|e| fail(e.to_string()))?;
+                    crons = text;
                 }
             }
             for key in namespace.keys::<String>() {
@@ -836,6 +856,7 @@ pub(crate) fn analyze(bundle: &Arc<Bundle>) -> Result<RawAnalysis, JsError> {
         Ok(RawAnalysis {
             functions,
             routes,
+            crons,
             schema,
         })
     })

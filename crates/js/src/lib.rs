@@ -35,8 +35,8 @@ use std::sync::Arc;
 pub use push::{PreparedPush, PushError, PushService};
 use serde_json::{json, Value as Json};
 use tickethub_runtime::{
-    canonicalize_path, ActionCtx, App, FnError, FunctionKind, HttpRequest, MutationCtx, QueryCtx,
-    Route, StoredModule, Validator, Value, Visibility,
+    canonicalize_path, ActionCtx, App, CronSchedule, FnError, FunctionKind, HttpRequest,
+    MutationCtx, QueryCtx, Route, StoredModule, Validator, Value, Visibility,
 };
 
 /// Why a push (or loading the stored push at start-up) failed. Nothing of it was installed.
@@ -153,12 +153,131 @@ impl SchemaTable {
     }
 }
 
+/// One cron of `crons.js`.
+#[derive(Clone, Debug)]
+pub struct PushedCron {
+    /// The identifier given to `crons.interval(...)` and friends.
+    pub name: String,
+    /// The function it runs, `module:export` as `getFunctionName` gives it.
+    pub path: String,
+    pub args: Value,
+    pub schedule: CronSchedule,
+}
+
+/// The weekday numbers of a cron expression, by the names `crons.weekly` takes.
+const WEEKDAYS: [&str; 7] = [
+    "sunday",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+];
+
+/// A `cronJobs()` schedule as the runtime's: intervals in milliseconds, the calendar ones as the
+/// 5-field UTC cron expression they mean.
+fn cron_schedule(name: &str, schedule: &Json) -> Result<CronSchedule, JsError> {
+    let bad = |what: String| JsError::Analysis(format!("crons.js: the cron `{name}`: {what}"));
+    let number = |field: &str, default: Option<f64>| -> Result<f64, JsError> {
+        match schedule.get(field).and_then(Json::as_f64).or(default) {
+            Some(n) if n.is_finite() && n >= 0.0 => Ok(n),
+            _ => Err(bad(format!("`{field}` must be a non-negative number"))),
+        }
+    };
+    let kind = schedule.get("type").and_then(Json::as_str).unwrap_or("");
+    let expression = match kind {
+        "interval" => {
+            let ms = if schedule.get("seconds").is_some() {
+                number("seconds", None)? * 1000.0
+            } else if schedule.get("minutes").is_some() {
+                number("minutes", None)? * 60_000.0
+            } else {
+                number("hours", None)? * 3_600_000.0
+            };
+            if ms < 1.0 {
+                return Err(bad("the interval must be positive".to_string()));
+            }
+            return Ok(CronSchedule::Interval { ms: ms as u64 });
+        }
+        "hourly" => format!("{} * * * *", number("minuteUTC", Some(0.0))?),
+        "daily" => format!(
+            "{} {} * * *",
+            number("minuteUTC", Some(0.0))?,
+            number("hourUTC", None)?
+        ),
+        "weekly" => {
+            let day = schedule
+                .get("dayOfWeek")
+                .and_then(Json::as_str)
+                .unwrap_or("");
+            let day = WEEKDAYS
+                .iter()
+                .position(|d| d.eq_ignore_ascii_case(day))
+                .ok_or_else(|| bad(format!("unknown dayOfWeek {day:?}")))?;
+            format!(
+                "{} {} * * {day}",
+                number("minuteUTC", Some(0.0))?,
+                number("hourUTC", None)?
+            )
+        }
+        "monthly" => format!(
+            "{} {} {} * *",
+            number("minuteUTC", Some(0.0))?,
+            number("hourUTC", None)?,
+            number("day", None)?
+        ),
+        "cron" => schedule
+            .get("cron")
+            .and_then(Json::as_str)
+            .ok_or_else(|| bad("`cron` must be a string".to_string()))?
+            .to_string(),
+        other => return Err(bad(format!("unknown schedule type {other:?}"))),
+    };
+    let schedule = CronSchedule::Cron(expression);
+    schedule.next_after(0.0).map_err(bad)?;
+    Ok(schedule)
+}
+
+/// `cronJobs().crons`: `{identifier: {name, args: [args], schedule}}`.
+fn pushed_crons(text: &str) -> Result<Vec<PushedCron>, JsError> {
+    let declared: serde_json::Map<String, Json> = serde_json::from_str(text).map_err(|e| {
+        JsError::Analysis(format!("crons.js: the crons are not a JSON object: {e}"))
+    })?;
+    let mut crons = Vec::new();
+    for (name, job) in declared {
+        let bad = |what: &str| JsError::Analysis(format!("crons.js: the cron `{name}`: {what}"));
+        let path = job
+            .get("name")
+            .and_then(Json::as_str)
+            .ok_or_else(|| bad("no function name"))?;
+        let args = job
+            .get("args")
+            .and_then(Json::as_array)
+            .and_then(|a| a.first())
+            .map(Value::from_convex_json)
+            .transpose()
+            .map_err(|e| bad(&format!("invalid args: {e}")))?
+            .unwrap_or_else(|| Value::Object(Default::default()));
+        let schedule = cron_schedule(&name, job.get("schedule").unwrap_or(&Json::Null))?;
+        crons.push(PushedCron {
+            path: path.to_string(),
+            args,
+            schedule,
+            name,
+        });
+    }
+    Ok(crons)
+}
+
 /// What a push defines.
 #[derive(Clone, Debug, Default)]
 pub struct Analysis {
     pub functions: Vec<ExportedFunction>,
     /// The routes of `http.js`'s `httpRouter()`, in its order (exact paths, then prefixes).
     pub routes: Vec<Route>,
+    /// The crons of `crons.js`'s `cronJobs()`.
+    pub crons: Vec<PushedCron>,
     /// `schema.js`'s `default.export()`, parsed; `None` without a schema.
     pub schema: Option<Json>,
     pub tables: Vec<SchemaTable>,
@@ -235,6 +354,9 @@ pub fn analyze(bundle: &Arc<Bundle>) -> Result<Analysis, JsError> {
             None => Route::exact(method, &path),
         };
         analysis.routes.push(route);
+    }
+    if let Some(text) = raw.crons {
+        analysis.crons = pushed_crons(&text)?;
     }
     if let Some(text) = raw.schema {
         let schema: Json = serde_json::from_str(&text)
@@ -356,6 +478,17 @@ pub fn build_app(bundle: &Arc<Bundle>, analysis: &Analysis) -> App {
             spec.returns(returns.clone());
         }
     }
+    for cron in &analysis.crons {
+        // Checked by `analyze`; a failure here would be a bug, so it is logged, not hidden.
+        if let Err(e) = app.try_cron(
+            &cron.name,
+            cron.schedule.clone(),
+            &cron.path,
+            cron.args.clone(),
+        ) {
+            tracing::error!("a pushed cron was not installed: {e}");
+        }
+    }
     let router = Arc::new(host::Target {
         bundle: bundle.clone(),
         module: HTTP_MODULE.to_string(),
@@ -368,7 +501,9 @@ pub fn build_app(bundle: &Arc<Bundle>, analysis: &Analysis) -> App {
             move |ctx: ActionCtx, request: HttpRequest| {
                 let router = router.clone();
                 async move {
-                    match run_action(router, ctx, action::ActionInput::Http(Box::new(request))).await? {
+                    match run_action(router, ctx, action::ActionInput::Http(Box::new(request)))
+                        .await?
+                    {
                         action::ActionOutput::Http(response) => Ok(response),
                         action::ActionOutput::Value(_) => Err(FnError::Internal(
                             "an HTTP action answered as an action".into(),
@@ -383,6 +518,8 @@ pub fn build_app(bundle: &Arc<Bundle>, analysis: &Analysis) -> App {
 
 /// The module whose default export is the app's `httpRouter()`.
 pub(crate) const HTTP_MODULE: &str = "http.js";
+/// The module whose default export is the app's `cronJobs()`.
+pub(crate) const CRONS_MODULE: &str = "crons.js";
 
 #[cfg(test)]
 mod tests {
@@ -393,6 +530,42 @@ mod tests {
             path: path.to_string(),
             source: source.to_string(),
         }
+    }
+
+    #[test]
+    fn cron_schedules_become_intervals_or_utc_cron_expressions() {
+        let text = r#"{
+            "tick": {"name": "jobs:tick", "args": [{"n": 1}], "schedule": {"type": "interval", "minutes": 2}},
+            "daily": {"name": "jobs:daily", "args": [{}], "schedule": {"type": "daily", "hourUTC": 4}},
+            "weekly": {"name": "jobs:weekly", "args": [{}], "schedule": {"type": "weekly", "dayOfWeek": "friday", "hourUTC": 9, "minuteUTC": 15}},
+            "monthly": {"name": "jobs:monthly", "args": [{}], "schedule": {"type": "monthly", "day": 1, "hourUTC": 0, "minuteUTC": 0}},
+            "raw": {"name": "jobs:raw", "args": [{}], "schedule": {"type": "cron", "cron": "*/5 * * * *"}}
+        }"#;
+        let crons = pushed_crons(text).expect("valid crons");
+        let by_name: BTreeMap<&str, &PushedCron> =
+            crons.iter().map(|c| (c.name.as_str(), c)).collect();
+        assert!(matches!(
+            by_name["tick"].schedule,
+            CronSchedule::Interval { ms: 120_000 }
+        ));
+        let expr = |name: &str| match &by_name[name].schedule {
+            CronSchedule::Cron(e) => e.clone(),
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(expr("daily"), "0 4 * * *");
+        assert_eq!(expr("weekly"), "15 9 * * 5");
+        assert_eq!(expr("monthly"), "0 0 1 * *");
+        assert_eq!(expr("raw"), "*/5 * * * *");
+        assert_eq!(by_name["tick"].path, "jobs:tick");
+
+        let bad = r#"{"x": {"name": "a:b", "args": [{}], "schedule": {"type": "weekly", "dayOfWeek": "someday", "hourUTC": 1}}}"#;
+        let error = pushed_crons(bad).expect_err("refused");
+        assert!(
+            error
+                .to_string()
+                .contains("the cron `x`: unknown dayOfWeek"),
+            "{error}"
+        );
     }
 
     #[test]

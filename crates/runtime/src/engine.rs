@@ -146,6 +146,8 @@ pub(crate) struct Inner {
     pub(crate) pushed: parking_lot::RwLock<Arc<HashMap<String, Arc<FunctionSpec>>>>,
     /// The pushed `http.js` routes; a request tries the built-in routes first.
     pub(crate) pushed_routes: parking_lot::RwLock<Arc<Vec<HttpRoute>>>,
+    /// The pushed `crons.js` crons, beside the built-in ones (`Runtime::crons`).
+    pub(crate) pushed_crons: parking_lot::RwLock<Arc<Vec<CronSpec>>>,
     pub(crate) routes: Vec<HttpRoute>,
     pub(crate) crons: Vec<CronSpec>,
     pub(crate) store: Store,
@@ -324,6 +326,7 @@ impl Runtime {
                 functions,
                 pushed: Default::default(),
                 pushed_routes: Default::default(),
+                pushed_crons: Default::default(),
                 routes: app.routes,
                 crons: app.crons,
                 store,
@@ -617,6 +620,16 @@ impl Runtime {
                 clash.route.path
             )));
         }
+        if let Some(clash) = app
+            .crons
+            .iter()
+            .find(|pushed| self.inner.crons.iter().any(|c| c.name == pushed.name))
+        {
+            return Err(FnError::msg(format!(
+                "The pushed cron `{}` has the same name as a built-in cron of this server; rename it.",
+                clash.name
+            )));
+        }
         let functions = app
             .functions
             .into_iter()
@@ -624,7 +637,21 @@ impl Runtime {
             .collect();
         *self.inner.pushed.write() = Arc::new(functions);
         *self.inner.pushed_routes.write() = Arc::new(app.routes);
+        *self.inner.pushed_crons.write() = Arc::new(app.crons);
+        // The scheduler brings `_cron_jobs` in line on its next pass.
+        self.inner.sched.crons_changed();
         Ok(())
+    }
+
+    /// Every cron: the built-in app's, then the pushed ones.
+    pub(crate) fn crons(&self) -> Vec<CronSpec> {
+        let pushed = self.inner.pushed_crons.read().clone();
+        self.inner
+            .crons
+            .iter()
+            .chain(pushed.iter())
+            .cloned()
+            .collect()
     }
 
     /// The HTTP routes: the app's in registration order, then the pushed ones.

@@ -565,17 +565,29 @@ impl App {
     }
     /// A named cron running the internal (or public) mutation/action at `path` with `args`.
     pub fn cron(&mut self, name: &str, schedule: CronSchedule, path: &str, args: Value) {
-        let canonical = canonicalize_path(path).unwrap_or_else(|e| panic!("cron `{name}`: {e}"));
+        self.try_cron(name, schedule, path, args)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// [`App::cron`] for crons that come from data (pushed `crons.js`): a bad schedule or path,
+    /// or a name declared twice, is an error naming the cron.
+    pub fn try_cron(
+        &mut self,
+        name: &str,
+        schedule: CronSchedule,
+        path: &str,
+        args: Value,
+    ) -> Result<(), String> {
+        let canonical = canonicalize_path(path).map_err(|e| format!("cron `{name}`: {e}"))?;
         let parsed = schedule
             .parse()
-            .unwrap_or_else(|e| panic!("cron `{name}`: {e}"));
-        if let Err(e) = parsed.next_after(0.0) {
-            panic!("cron `{name}`: {e}");
+            .map_err(|e| format!("cron `{name}`: {e}"))?;
+        parsed
+            .next_after(0.0)
+            .map_err(|e| format!("cron `{name}`: {e}"))?;
+        if self.crons.iter().any(|c| c.name == name) {
+            return Err(format!("cron `{name}` is declared twice"));
         }
-        assert!(
-            !self.crons.iter().any(|c| c.name == name),
-            "cron `{name}` is declared twice"
-        );
         self.crons.push(CronSpec {
             name: name.to_string(),
             schedule,
@@ -583,6 +595,7 @@ impl App {
             args,
             parsed,
         });
+        Ok(())
     }
 
     /// Whether a function is registered at this canonical path.

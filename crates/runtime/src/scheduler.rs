@@ -162,6 +162,8 @@ pub(crate) struct SchedulerState {
     init: tokio::sync::Mutex<bool>,
     /// Next run of each cron (Unix ms), mirrored from `_cron_jobs`.
     cron_next: Mutex<HashMap<String, f64>>,
+    /// A push changed the crons: the next pass brings `_cron_jobs` in line first.
+    crons_changed: AtomicBool,
     /// When the next purge of finished jobs is due (runtime clock, Unix ms); `None` until the
     /// first pass, which purges at once (rows may have aged past retention while we were down).
     next_purge_ms: Mutex<Option<f64>>,
@@ -173,6 +175,13 @@ pub(crate) struct SchedulerState {
 impl SchedulerState {
     pub(crate) fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// The declared crons changed (a push): sync their rows on the next pass.
+    pub(crate) fn crons_changed(&self) {
+        self.crons_changed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake();
     }
 }
 // ---- small engine transactions ------------------------------------------------------------

@@ -224,7 +224,6 @@ impl Server {
                 "cluster node started"
             );
         }
-        runtime.start_background();
         // After the runtime: a secret set as a deployment variable (`npx convex env set`) counts.
         if runtime.env_var(WEBHOOK_SECRET_ENV).is_none() {
             tracing::warn!(
@@ -271,6 +270,9 @@ impl Server {
             }
             Err(e) => tracing::error!("loading the stored push panicked: {e}"),
         }
+        // After the push is installed: the scheduler's first pass syncs the cron rows with
+        // the built-in and the pushed crons together (a pushed cron's missed run stays due).
+        runtime.start_background();
         let (stop, stop_rx) = watch::channel(false);
         let listeners = [(api_listener, Surface::Api), (site_listener, Surface::Site)]
             .into_iter()

@@ -30,11 +30,9 @@ pub(super) fn describe_schedule(schedule: &crate::CronSchedule) -> String {
 pub(super) async fn fire_due_crons(rt: &Runtime, now: f64) -> Result<(), FnError> {
     let due: Vec<crate::registry::CronSpec> = {
         let next = rt.inner.sched.cron_next.lock();
-        rt.inner
-            .crons
-            .iter()
+        rt.crons()
+            .into_iter()
             .filter(|c| next.get(&c.name).is_some_and(|t| *t <= now))
-            .cloned()
             .collect()
     };
     if due.is_empty() {

@@ -50,9 +50,14 @@ async fn initialize(rt: &Runtime) -> Result<(), FnError> {
         );
     }
 
-    // Bring `_cron_jobs` in line with the declared crons, keeping the stored next run (a run
-    // missed while down is then due once).
-    let crons = rt.inner.crons.clone();
+    sync_cron_rows(rt, now).await
+}
+
+/// Bring `_cron_jobs` in line with the declared crons (built-in and pushed), keeping the stored
+/// next run (a run missed while down is then due once); a cron no longer declared loses its row.
+async fn sync_cron_rows(rt: &Runtime, now: f64) -> Result<(), FnError> {
+    rt.inner.sched.crons_changed.store(false, Ordering::SeqCst);
+    let crons = rt.crons();
     let next_runs = system_mutation(rt, move |txn| {
         let mut next_runs = HashMap::new();
         for cron in &crons {
@@ -134,6 +139,12 @@ async fn run_pass(rt: &Runtime) -> Result<Pass, FnError> {
     let sched = &rt.inner.sched;
     let _tick = sched.tick.lock().await;
     let now = rt.now_ms();
+    if sched.crons_changed.load(Ordering::SeqCst) {
+        if let Err(e) = sync_cron_rows(rt, now).await {
+            sched.crons_changed.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
+    }
     fire_due_crons(rt, now).await?;
 
     let inflight = sched.inflight.lock().clone();
