@@ -11,7 +11,7 @@
 // lines; internal functions hidden from clients; actions (fetch to a loopback echo server,
 // timers, ctx.run*, the scheduler, the web APIs against known answers, refused addresses,
 // ConvexError data); HTTP actions of http.ts (a webhook verified by the svix package inside the
-// action, a prefix route, a throwing handler); crons.ts (an interval cron runs, calendar crons
+// action, a prefix route, a throwing handler); file storage from an action (Blob in and out); crons.ts (an interval cron runs, calendar crons
 // listed with their next run); the time and memory limits; a live ConvexClient subscription updated by a
 // mutation; pushes that fail (a module that throws while loading, a TypeScript syntax error, a
 // name the built-in app uses) changing nothing; and restarts keeping the pushed code.
@@ -245,6 +245,19 @@ describe("npx convex dev pushes a convex/ folder into tickethub", { timeout: 900
       assert.match(await http.action(api.actions.tryFetch, { url: `http://localhost:${echo.port}/` }), /^refused: .*internal addresses/);
       assert.match(await http.action(api.actions.tryFetch, { url: "file:///etc/passwd" }), /^refused: .*http and https/);
       assert.equal(await http.action(api.actions.tryFetch, { url: `${echo.url}/ok` }), "status 200");
+
+      // File storage from an action.
+      const stored = await http.action(api.actions.storeAndRead, { text: "stored by an action" });
+      assert.deepEqual(stored, {
+        text: "stored by an action",
+        type: "text/plain",
+        size: 19,
+        served: "stored by an action",
+        wrongSha: stored.wrongSha,
+        gone: null,
+        uploadUrl: "string",
+      });
+      assert.match(stored.wrongSha, /SHA-256 is [0-9a-f]{64}, not the/);
 
       // Errors: ConvexError data from an action, and from a mutation into the action; fetch in a
       // query; argument validation.

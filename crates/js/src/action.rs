@@ -327,6 +327,50 @@ async fn service(ctx: &ActionCtx, op: &str, args: &str) -> Result<Json, FnError>
             ctx.storage.delete(&string("storageId")?).await?;
             Ok(Json::Null)
         }
+        "1.0/storageStore" => {
+            use base64::Engine as _;
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let bytes = b64
+                .decode(string("blob")?)
+                .map_err(|e| bad_args(op, format_args!("`blob` is not base64: {e}")))?;
+            let content_type = args
+                .get("contentType")
+                .and_then(Json::as_str)
+                .filter(|t| !t.is_empty());
+            let expected = match args.get("sha256").and_then(Json::as_str) {
+                Some(text) => Some(b64.decode(text).map_err(|_| {
+                    FnError::msg(
+                        "ctx.storage.store: `sha256` must be the base64 of a SHA-256 digest",
+                    )
+                })?),
+                None => None,
+            };
+            let id = ctx.storage.store(bytes, content_type).await?;
+            if let Some(expected) = expected {
+                let stored = ctx.storage.get_metadata(&id)?.map(|m| m.sha256);
+                let wanted: String = expected.iter().map(|b| format!("{b:02x}")).collect();
+                if stored.as_deref() != Some(wanted.as_str()) {
+                    ctx.storage.delete(&id).await?;
+                    return Err(FnError::msg(format!(
+                        "ctx.storage.store: the file's SHA-256 is {}, not the {wanted} given",
+                        stored.unwrap_or_default()
+                    )));
+                }
+            }
+            Ok(json!(id))
+        }
+        "1.0/storageGet" => {
+            let id = string("storageId")?;
+            let Some(bytes) = ctx.storage.get(&id).await? else {
+                return Ok(Json::Null);
+            };
+            let content_type = ctx.storage.get_metadata(&id)?.and_then(|m| m.content_type);
+            use base64::Engine as _;
+            Ok(json!({
+                "blob": base64::engine::general_purpose::STANDARD.encode(&bytes),
+                "contentType": content_type,
+            }))
+        }
         "tickethub/fetch" => crate::fetch::send(&args).await,
         other => Err(FnError::msg(format!(
             "The syscall {other} is not supported by tickethub's JavaScript runtime yet"

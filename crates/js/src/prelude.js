@@ -65,6 +65,9 @@
     return JSON.stringify({ value, done: false });
   }
 
+  /** `Convex.jsSyscall` operations, on JavaScript objects (`web.js` adds the storage ones). */
+  const jsSyscalls = {};
+
   globalThis.Convex = {
     syscall(op, json) {
       if (op === "1.0/queryStream") {
@@ -91,8 +94,12 @@
       if (op === "1.0/queryStreamNext") return streamNext(JSON.parse(json).queryId);
       return request(op, json);
     },
-    jsSyscall(op) {
-      throw new Error(`The syscall ${op} is not supported by tickethub's JavaScript runtime yet`);
+    jsSyscall(op, args) {
+      const handler = jsSyscalls[op];
+      if (handler === undefined) {
+        throw new Error(`The syscall ${op} is not supported by tickethub's JavaScript runtime yet`);
+      }
+      return handler(args);
     },
   };
 
@@ -174,6 +181,7 @@
     value: {
       request,
       requireAction,
+      jsSyscalls,
       /** Milliseconds until the next timer is due (0 if one is), or -1 without timers. */
       nextTimer() {
         let soonest = Infinity;

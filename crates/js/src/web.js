@@ -1,6 +1,7 @@
 // The web APIs that actions and HTTP actions use, as Convex's runtime provides them: TextEncoder,
 // TextDecoder, crypto (getRandomValues, randomUUID, subtle digest and HMAC), URL,
-// URLSearchParams, Headers, Request, Response, fetch and timers. The byte-level work is Rust's
+// URLSearchParams, Blob, Headers, Request, Response, fetch and timers; and the Blob side of
+// `ctx.storage.store` / `get` in actions. The byte-level work is Rust's
 // (`web.rs`: `__tickethub_web`); fetch and timers are serviced by the action driver (`action.rs`)
 // through the prelude's `__tickethub_action` hooks.
 (function () {
@@ -274,6 +275,53 @@
   }
   globalThis.Headers = Headers;
 
+  // ---- Blob: bytes and a type, held whole ----
+  class Blob {
+    #bytes;
+    #type;
+    constructor(parts = [], options = {}) {
+      const chunks = [];
+      for (const part of parts) {
+        if (part instanceof Blob) chunks.push(part.#bytes);
+        else if (part instanceof ArrayBuffer || ArrayBuffer.isView(part)) chunks.push(toBytes(part, "a Blob part"));
+        else chunks.push(web.utf8Encode(String(part)));
+      }
+      const bytes = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+      let at = 0;
+      for (const chunk of chunks) {
+        bytes.set(chunk, at);
+        at += chunk.length;
+      }
+      this.#bytes = bytes;
+      const type = String(options.type ?? "");
+      this.#type = /^[\x20-\x7e]*$/.test(type) ? type.toLowerCase() : "";
+    }
+    static bytesOf(blob) { return blob.#bytes; }
+    get size() { return this.#bytes.length; }
+    get type() { return this.#type; }
+    async arrayBuffer() { return ownBuffer(this.#bytes.slice()); }
+    async bytes() { return this.#bytes.slice(); }
+    async text() { return web.utf8Decode(this.#bytes, false, false); }
+    slice(start = 0, end = this.size, type = "") {
+      return new Blob([this.#bytes.slice(start, end)], { type });
+    }
+  }
+  globalThis.Blob = Blob;
+
+  // `ctx.storage.store` / `get` in actions hand the host Blob objects.
+  hooks.jsSyscalls["storage/storeBlob"] = async ({ blob, options }) => {
+    if (!(blob instanceof Blob)) {
+      throw new Error("store() expects a Blob. If you are trying to store a Request, `await request.blob()` will give you the correct input.");
+    }
+    return JSON.parse(await hooks.request("1.0/storageStore", JSON.stringify({
+      blob: web.base64Encode(Blob.bytesOf(blob)), contentType: blob.type, sha256: options?.sha256,
+    })));
+  };
+  hooks.jsSyscalls["storage/getBlob"] = async ({ storageId }) => {
+    const result = JSON.parse(await hooks.request("1.0/storageGet", JSON.stringify({ storageId })));
+    return result === null ? null : new Blob([web.base64Decode(result.blob)], { type: result.contentType ?? "" });
+  };
+
   // ---- bodies: held whole, as bytes ----
   function extractBody(body, headers) {
     if (body === undefined || body === null) return null;
@@ -287,8 +335,11 @@
       contentType = "application/x-www-form-urlencoded;charset=UTF-8";
     } else if (body instanceof ArrayBuffer || ArrayBuffer.isView(body)) {
       bytes = toBytes(body, "the body").slice();
+    } else if (body instanceof Blob) {
+      bytes = Blob.bytesOf(body).slice();
+      if (body.type !== "") contentType = body.type;
     } else {
-      throw new TypeError("A body must be a string, an ArrayBuffer, a typed array or URLSearchParams (streams, Blob and FormData are not supported)");
+      throw new TypeError("A body must be a string, an ArrayBuffer, a typed array, a Blob or URLSearchParams (streams and FormData are not supported)");
     }
     if (contentType !== null && !headers.has("content-type")) headers.set("content-type", contentType);
     return bytes;
@@ -321,7 +372,7 @@
     async bytes() { return this.#consume().slice(); }
     async text() { return web.utf8Decode(this.#consume(), false, false); }
     async json() { return JSON.parse(await this.text()); }
-    async blob() { throw new TypeError("Blob bodies are not supported by tickethub; use arrayBuffer() or text()"); }
+    async blob() { return new Blob([this.#consume()], { type: this.headers.get("content-type") ?? "" }); }
     async formData() { throw new TypeError("FormData bodies are not supported by tickethub; use text() and URLSearchParams"); }
   }
 
