@@ -10,7 +10,7 @@
 // argument validation with Convex's text; ConvexError data; frozen Date.now; console.* as log
 // lines; internal functions hidden from clients; actions (fetch to a loopback echo server,
 // timers, ctx.run*, the scheduler, the web APIs against known answers, refused addresses,
-// ConvexError data); HTTP actions of http.ts (a webhook verified by the svix package inside the
+// ConvexError data); function handles; HTTP actions of http.ts (a webhook verified by the svix package inside the
 // action, a prefix route, a throwing handler); file storage from an action (Blob in and out); crons.ts (an interval cron runs, calendar crons
 // listed with their next run); the time and memory limits; a live ConvexClient subscription updated by a
 // mutation; pushes that fail (a module that throws while loading, a TypeScript syntax error, a
@@ -190,6 +190,14 @@ describe("npx convex dev pushes a convex/ folder into tickethub", { timeout: 900
     assert.equal(await http.query(api.composed.builtinUser, { userId: "nobody" }), null);
     // Internal functions stay internal for clients.
     await rejectsWith(http.query(api.composed.countIn, { channel: "inline" }), "Could not find public function");
+
+    // Function handles: called and scheduled through, from a mutation and from an action.
+    const viaHandle = await http.mutation(api.composed.viaHandle, { channel: "handles" });
+    assert.equal(viaHandle.handle, "function://composed.js:insertOne");
+    await waitFor(async () => (await http.query(api.messages.list, { channel: "handles" })).length === 2, {
+      what: "the job scheduled through a handle",
+    });
+    assert.equal(await http.action(api.composed.countViaHandle, { channel: "handles" }), 2);
 
     // ctx.scheduler: the job due now runs; the cancelled one never does.
     const jobs = await http.mutation(api.composed.schedule, { channel: "scheduled" });

@@ -305,6 +305,7 @@ async fn service(ctx: &ActionCtx, op: &str, args: &str) -> Result<Json, FnError>
                 .await?;
             Ok(json!(id))
         }
+        "1.0/createFunctionHandle" => crate::syscalls::function_handle(&ctx.runtime(), op, &args),
         "1.0/actions/cancel_job" => {
             ctx.cancel(&string("id")?).await?;
             Ok(Json::Null)

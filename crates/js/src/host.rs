@@ -62,7 +62,7 @@ impl Invocation<'_, '_> {
             Invocation::Mutation(ctx) => ctx.now_ms(),
         }
     }
-    fn runtime(&self) -> Runtime {
+    pub(crate) fn runtime(&self) -> Runtime {
         match self {
             Invocation::Query(ctx) => ctx.runtime(),
             Invocation::Mutation(ctx) => ctx.runtime(),

@@ -44,18 +44,37 @@ fn object_value(op: &str, json: Option<&Json>) -> Result<Value, FnError> {
     }
 }
 
-/// The function a scheduler or `runUdf` syscall names. Components' `reference`s and function
-/// handles are not supported yet: they say so.
+/// A function handle (`createFunctionHandle`) is this prefix and the function's canonical path.
+const HANDLE_PREFIX: &str = "function://";
+
+/// The function a scheduler, `runUdf` or action syscall names: by `name`, or by a function
+/// handle. Components' `reference`s are not supported yet: they say so.
 pub(crate) fn function_name<'j>(op: &str, args: &'j Json) -> Result<&'j str, FnError> {
     if let Some(name) = args.get("name").and_then(Json::as_str) {
         return Ok(name);
     }
-    if args.get("reference").is_some() || args.get("functionHandle").is_some() {
+    if let Some(handle) = args.get("functionHandle").and_then(Json::as_str) {
+        return handle
+            .strip_prefix(HANDLE_PREFIX)
+            .ok_or_else(|| FnError::msg(format!("{op}: {handle:?} is not a function handle")));
+    }
+    if args.get("reference").is_some() {
         return Err(FnError::msg(format!(
-            "{op}: calling a component's function or a function handle is not supported by tickethub yet"
+            "{op}: calling a component's function is not supported by tickethub yet"
         )));
     }
     Err(bad_args(op, "`name` must be a string"))
+}
+
+/// `1.0/createFunctionHandle`: a handle for a function that exists now (it may be gone by the
+/// time the handle is used, as in Convex; the call then fails as for any missing function).
+pub(crate) fn function_handle(
+    runtime: &tickethub_runtime::Runtime,
+    op: &str,
+    args: &Json,
+) -> Result<Json, FnError> {
+    let path = runtime.function_path(function_name(op, args)?)?;
+    Ok(json!(format!("{HANDLE_PREFIX}{path}")))
 }
 
 fn doc_json(doc: &Doc) -> Json {
@@ -180,6 +199,7 @@ pub(crate) fn service(
             let id = ctx.scheduler.run_at(seconds * 1000.0, path, job_args)?;
             Ok(json!(id))
         }
+        "1.0/createFunctionHandle" => function_handle(&invocation.runtime(), op, &args),
         "1.0/cancel_job" => {
             let ctx = writer(invocation, "ctx.scheduler.cancel")?;
             ctx.scheduler.cancel(str_field(op, &args, "id")?)?;

@@ -591,6 +591,14 @@ impl Runtime {
         all
     }
 
+    /// The canonical path of the function `path` names (built-in or pushed, internal ones
+    /// too), or why there is none: what a function handle stands for.
+    pub fn function_path(&self, path: &str) -> Result<String, FnError> {
+        self.inner
+            .resolve(path, Access::Internal, None)
+            .map(|spec| spec.path.to_string())
+    }
+
     /// Whether a built-in (compiled-in or `_system/`) function has this canonical path: pushed
     /// code may not use it.
     pub fn is_builtin_function(&self, canonical_path: &str) -> bool {
