@@ -200,6 +200,36 @@ pub(crate) fn service(
             Ok(json!(id))
         }
         "1.0/createFunctionHandle" => function_handle(&invocation.runtime(), op, &args),
+        "1.0/storageGetUrl" => {
+            let id = str_field(op, &args, "storageId")?;
+            let url = match invocation {
+                Invocation::Query(ctx) => ctx.storage.get_url(id)?,
+                Invocation::Mutation(ctx) => ctx.storage.get_url(id)?,
+            };
+            Ok(json!(url))
+        }
+        "1.0/storageGetMetadata" => {
+            let id = str_field(op, &args, "storageId")?;
+            let meta = match invocation {
+                Invocation::Query(ctx) => ctx.storage.get_metadata(id)?,
+                Invocation::Mutation(ctx) => ctx.storage.get_metadata(id)?,
+            };
+            match meta {
+                None => Ok(Json::Null),
+                Some(meta) => Ok(tickethub_runtime::to_value(&meta)
+                    .map_err(|e| FnError::Internal(format!("metadata: {e}")))?
+                    .to_convex_json()),
+            }
+        }
+        "1.0/storageGenerateUploadUrl" => {
+            let ctx = writer(invocation, "ctx.storage.generateUploadUrl")?;
+            Ok(json!(ctx.storage.generate_upload_url()?))
+        }
+        "1.0/storageDelete" => {
+            let ctx = writer(invocation, "ctx.storage.delete")?;
+            ctx.storage.delete(str_field(op, &args, "storageId")?)?;
+            Ok(Json::Null)
+        }
         "1.0/cancel_job" => {
             let ctx = writer(invocation, "ctx.scheduler.cancel")?;
             ctx.scheduler.cancel(str_field(op, &args, "id")?)?;

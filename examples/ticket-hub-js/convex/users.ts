@@ -1,0 +1,53 @@
+import { v } from "convex/values";
+import { internalMutation, query } from "./_generated/server";
+
+/** Clerk's user object, as much of it as this app reads. */
+interface ClerkUser {
+  id: string;
+  first_name?: string | null;
+  last_name?: string | null;
+  username?: string | null;
+  primary_email_address_id?: string | null;
+  email_addresses?: { id: string; email_address: string }[];
+}
+
+export const upsertUserFromClerk = internalMutation({
+  args: { data: v.any() },
+  handler: async (ctx, { data }) => {
+    const user = data as ClerkUser;
+    const email =
+      user.email_addresses?.find((e) => e.id === user.primary_email_address_id)?.email_address ??
+      user.email_addresses?.[0]?.email_address ??
+      "";
+    const name = [user.first_name, user.last_name].filter(Boolean).join(" ").trim() || user.username || email;
+    const existing = await ctx.db
+      .query("users")
+      .withIndex("by_user_id", (q) => q.eq("userId", user.id))
+      .unique();
+    if (existing) {
+      await ctx.db.patch(existing._id, { name, email });
+      return existing._id;
+    }
+    return await ctx.db.insert("users", { userId: user.id, name, email });
+  },
+});
+
+export const deleteUser = internalMutation({
+  args: { userId: v.string() },
+  handler: async (ctx, { userId }) => {
+    const existing = await ctx.db
+      .query("users")
+      .withIndex("by_user_id", (q) => q.eq("userId", userId))
+      .unique();
+    if (existing) await ctx.db.delete(existing._id);
+  },
+});
+
+export const getUserById = query({
+  args: { userId: v.string() },
+  handler: async (ctx, { userId }) =>
+    await ctx.db
+      .query("users")
+      .withIndex("by_user_id", (q) => q.eq("userId", userId))
+      .unique(),
+});
