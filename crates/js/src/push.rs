@@ -101,6 +101,26 @@ impl PushService {
         Ok(analysis.functions.len())
     }
 
+    /// Load the stored push again if it differs from the running one: a cluster follower, after
+    /// the leader stored a new push. Its tables come first (the follower's catalog learns what
+    /// the leader created), then its functions, routes and crons. Blocking (QuickJS, and the
+    /// catalog's read): call it off async threads. Returns whether anything changed.
+    pub fn reload_stored(&self) -> Result<bool, PushError> {
+        let modules = self.runtime.pushed_modules()?;
+        if modules == self.current_modules() {
+            return Ok(false);
+        }
+        let bundle = Bundle::compile(modules)?;
+        let analysis = Arc::new(analyze(&bundle)?);
+        let tables = analysis.tables.iter().map(SchemaTable::table_def).collect();
+        self.runtime
+            .store()
+            .put_tables(tables)
+            .map_err(FnError::from)?;
+        self.install(bundle, analysis)?;
+        Ok(true)
+    }
+
     /// Tables of the built-in app: every user table of the store that the current push does not
     /// declare.
     fn builtin_tables(&self) -> BTreeSet<String> {

@@ -162,6 +162,26 @@ fn unavailable() -> CallResult {
     }
 }
 
+/// How long a follower waits to learn who leads before it answers `LeaderUnavailable`: a
+/// node that just stepped down, or a lease that just moved, names the new leader within a
+/// commit-log poll, and a write held that long beats a refusal the caller must retry.
+const LEADER_WAIT: Duration = Duration::from_secs(2);
+const LEADER_WAIT_STEP: Duration = Duration::from_millis(25);
+
+/// The leader's advertised URL, waiting up to [`LEADER_WAIT`] for one to be known.
+async fn known_leader(store: &Store) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+    loop {
+        if let Some(leader) = store.leader_url() {
+            return Some(leader);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(LEADER_WAIT_STEP).await;
+    }
+}
+
 /// Forwards a follower's writes to the leader named in the lease row.
 pub struct HttpForwarder {
     client: reqwest::Client,
@@ -182,7 +202,7 @@ impl HttpForwarder {
     }
 
     async fn send(&self, request: CallRequest, kind: FunctionKind) -> CallResult {
-        let Some(leader) = self.store.leader_url() else {
+        let Some(leader) = known_leader(&self.store).await else {
             return unavailable();
         };
         let body = ForwardedCall {
@@ -456,7 +476,7 @@ pub(crate) async fn relay(
             "This node does not lead the cluster either; the leadership is moving. Retry.",
         );
     }
-    let Some(leader) = state.runtime.store().leader_url() else {
+    let Some(leader) = known_leader(state.runtime.store()).await else {
         return leader_unavailable(
             "No node of the cluster leads right now (a failover is in progress). Retry.",
         );

@@ -107,6 +107,21 @@ impl Runtime {
         Ok(())
     }
 
+    /// Call `changed` whenever a commit rewrites the stored push (or may have: a bulk commit).
+    /// A cluster follower reloads the push then, so functions pushed through the leader reach
+    /// it without a restart. Runs on the thread that feeds commits: `changed` must be quick.
+    pub fn on_pushed_modules_written(&self, changed: impl Fn() + Send + Sync + 'static) {
+        let indexes = self.inner.store.index_ids_of(MODULES_TABLE);
+        self.inner.store.on_commit(Box::new(move |commits| {
+            let touched = commits.iter().any(|c| {
+                c.writes.everything || c.writes.keys.iter().any(|k| indexes.contains(&k.index))
+            });
+            if touched {
+                changed();
+            }
+        }));
+    }
+
     /// The modules of the last successful push (empty if nothing was ever pushed).
     pub fn pushed_modules(&self) -> Result<Vec<StoredModule>, FnError> {
         Ok(read_modules(&self.inner.store.read()?)?)

@@ -270,6 +270,9 @@ impl Server {
             }
             Err(e) => tracing::error!("loading the stored push panicked: {e}"),
         }
+        if options.cluster.is_some() {
+            follow_pushes(&runtime, state.pushes.clone());
+        }
         // After the push is installed: the scheduler's first pass syncs the cron rows with
         // the built-in and the pushed crons together (a pushed cron's missed run stays due).
         runtime.start_background();
@@ -373,6 +376,37 @@ async fn bind(host: IpAddr, port: u16, what: &str) -> anyhow::Result<TcpListener
         };
         anyhow::anyhow!("could not listen on {addr} for the {what} port: {e}{hint}")
     })
+}
+
+/// Cluster mode: when a commit rewrites the stored push while this node follows (the leader ran
+/// a push), load it here too, tables first, so pushed functions, routes, crons and tables reach
+/// every node without a restart. A leader installed its own push already (the reload finds it
+/// unchanged).
+fn follow_pushes(runtime: &Runtime, pushes: Arc<tickethub_js::PushService>) {
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let notify = changed.clone();
+    runtime.on_pushed_modules_written(move || notify.notify_one());
+    let store = runtime.store().clone();
+    tokio::spawn(async move {
+        loop {
+            changed.notified().await;
+            if store.role() != tickethub_store::NodeRole::Follower {
+                continue;
+            }
+            let pushes = pushes.clone();
+            match tokio::task::spawn_blocking(move || pushes.reload_stored()).await {
+                Ok(Ok(true)) => tracing::info!("cluster: reloaded the push the leader stored"),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(
+                        code = e.code(),
+                        "cluster: the leader's push could not be loaded here: {e}"
+                    )
+                }
+                Err(e) => tracing::error!("cluster: reloading the push panicked: {e}"),
+            }
+        }
+    });
 }
 
 /// Open the store; if the stored push (`npx convex deploy`) declares tables the schema lacks,

@@ -80,6 +80,9 @@ pub(crate) struct ClusterState {
     role: AtomicU8,
     leader_url: RwLock<Option<String>>,
     closed: AtomicBool,
+    /// The database, for a follower's read-only catalog refresh ([`ClusterState::follower_catalog`]).
+    at: PostgresLocation,
+    durable: bool,
 }
 
 impl ClusterState {
@@ -100,6 +103,16 @@ impl ClusterState {
     }
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
+    }
+    /// On a follower: the catalog of `schema` as the leader migrated the database to it, found
+    /// by the same migration run in a transaction that is rolled back (as at a follower's
+    /// start). The leader commits a push's tables before its modules, so a follower that
+    /// reloads the push on seeing the modules' commit finds every table and index in place.
+    pub(crate) fn follower_catalog(
+        &self,
+        schema: &crate::Schema,
+    ) -> Result<crate::catalog::Catalog, StoreError> {
+        Ok(crate::postgres::dry_run_migration(&self.at, self.durable, schema)?.catalog)
     }
 }
 
@@ -226,6 +239,8 @@ pub(crate) fn open(
         role: AtomicU8::new(ROLE_FOLLOWER),
         leader_url: RwLock::new(None),
         closed: AtomicBool::new(false),
+        at: at.clone(),
+        durable: options.durable,
     });
     let store = match taken {
         Some(epoch) => {
@@ -365,8 +380,12 @@ impl Watcher {
                 Ok(())
             }
             (Some(_), lease) => {
-                let holder = lease.map(|l| l.holder).unwrap_or_default();
+                let holder = lease.as_ref().map(|l| l.holder.clone()).unwrap_or_default();
                 self.deposed(store, &format!("node {holder:?} holds the lease now"));
+                // Writes sent here go to the new leader at once, not after the next poll.
+                *self.state.leader_url.write() = lease
+                    .filter(|l| !l.expired && !l.advertise_url.is_empty())
+                    .map(|l| l.advertise_url);
                 self.follow(store)
             }
             (None, lease) => {

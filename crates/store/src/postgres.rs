@@ -1687,6 +1687,18 @@ fn connect_pool(at: &PostgresLocation, readers: usize) -> Result<Arc<PgPool>, St
     Ok(pool)
 }
 
+/// What migrating to `schema` would find, in a transaction that is rolled back: a cluster
+/// follower's catalog, which the leader's own migration decided.
+pub(crate) fn dry_run_migration(
+    at: &PostgresLocation,
+    durable: bool,
+    schema: &Schema,
+) -> Result<crate::migrate::Migrated, StoreError> {
+    let mut probe = PgWriter::for_cluster(at, durable, 0, String::new())?;
+    probe.dry_run = true;
+    migrate(&mut probe, schema)
+}
+
 /// Open a cluster node's store (`cluster.rs`): the leader migrates and writes with `writer`; a
 /// follower (`writer` is `None`) checks the schema in a transaction it rolls back and starts
 /// without a writer.
@@ -1702,11 +1714,7 @@ pub(crate) fn open_node(
             let migrated = migrate(&mut writer, &schema)?;
             (Some(Box::new(writer) as Box<dyn BatchWriter>), migrated)
         }
-        None => {
-            let mut probe = PgWriter::for_cluster(at, options.durable, 0, String::new())?;
-            probe.dry_run = true;
-            (None, migrate(&mut probe, &schema)?)
-        }
+        None => (None, dry_run_migration(at, options.durable, &schema)?),
     };
     let pool = connect_pool(at, options.readers)?;
     Store::assemble(

@@ -528,6 +528,16 @@ impl Store {
 
     /// The table an index belongs to (from the catalog, no I/O): what a commit log entry's keys
     /// name.
+    /// The ids of `table`'s indexes (built-in ones included): what a commit's written keys name.
+    pub fn index_ids_of(&self, table: &str) -> Vec<IndexId> {
+        self.inner
+            .catalog
+            .read()
+            .table(table)
+            .map(|t| t.all_indexes().map(|i| i.id).collect())
+            .unwrap_or_default()
+    }
+
     pub fn table_of_index(&self, index: IndexId) -> Option<String> {
         self.inner
             .catalog
@@ -582,6 +592,18 @@ impl Store {
             }
         }
         if !changed {
+            return Ok(());
+        }
+        // A cluster follower has no writer: the leader migrated the database already.
+        if let Some(cluster) = self
+            .inner
+            .cluster
+            .as_ref()
+            .filter(|c| c.role() == crate::NodeRole::Follower)
+        {
+            let catalog = cluster.follower_catalog(&schema)?;
+            *self.inner.catalog.write() = Arc::new(catalog);
+            *self.inner.schema.write() = Arc::new(schema);
             return Ok(());
         }
         let (ack, acked) = mpsc::sync_channel(1);
