@@ -45,8 +45,7 @@ import { Server, binaryPath, freePort, freshSchemaName, liveServers } from "./li
 import { waitFor } from "./lib/helpers.mjs";
 import { closeAll, openClient, percentile, watch } from "./lib/sync.mjs";
 import { newUserId, newWebhookSecret, sendSigned, userCreated } from "./lib/clerk.mjs";
-import { convexOk } from "./lib/cli.mjs";
-import { mkdir, symlink } from "node:fs/promises";
+import { convexOk, convexProject } from "./lib/cli.mjs";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { fileURLToPath } from "node:url";
@@ -477,25 +476,27 @@ describe("several nodes over one Postgres", { timeout: 900_000 }, () => {
 
   test("a push through a follower reaches every node without a restart: its table, functions and data", async (t) => {
     if (prerequisitesMissing(t)) return;
-    const dir = await mkdtemp(path.join(tmpdir(), "cluster-push-"));
+    let dir = null;
     try {
       await cluster.waitForLeader();
       const [follower, other] = await cluster.followers();
-      await writeFile(path.join(dir, "package.json"), JSON.stringify({ name: "cluster-push", private: true, dependencies: { convex: "1.48.0" } }));
-      await symlink(path.join(REPO_ROOT, "tests", "js", "node_modules"), path.join(dir, "node_modules"), "dir");
-      await mkdir(path.join(dir, "convex"));
-      await writeFile(path.join(dir, "convex", "schema.ts"), [
-        'import { defineSchema, defineTable } from "convex/server";',
-        'import { v } from "convex/values";',
-        'export default defineSchema({ clusterNotes: defineTable({ topic: v.string(), text: v.string() }).index("by_topic", ["topic"]) });',
-      ].join("\n"));
-      await writeFile(path.join(dir, "convex", "clusterNotes.ts"), [
-        'import { v } from "convex/values";',
-        'import { mutation, query } from "./_generated/server";',
-        'export const add = mutation({ args: { topic: v.string(), text: v.string() }, handler: async (ctx, a) => await ctx.db.insert("clusterNotes", a) });',
-        'export const byTopic = query({ args: { topic: v.string() }, handler: async (ctx, { topic }) =>',
-        '  (await ctx.db.query("clusterNotes").withIndex("by_topic", (q) => q.eq("topic", topic)).collect()).map((n) => n.text) });',
-      ].join("\n"));
+      dir = await convexProject("cluster-push-", {
+        packageJson: { name: "cluster-push", private: true, dependencies: { convex: "1.48.0" } },
+        files: {
+          "schema.ts": [
+            'import { defineSchema, defineTable } from "convex/server";',
+            'import { v } from "convex/values";',
+            'export default defineSchema({ clusterNotes: defineTable({ topic: v.string(), text: v.string() }).index("by_topic", ["topic"]) });',
+          ].join("\n"),
+          "clusterNotes.ts": [
+            'import { v } from "convex/values";',
+            'import { mutation, query } from "./_generated/server";',
+            'export const add = mutation({ args: { topic: v.string(), text: v.string() }, handler: async (ctx, a) => await ctx.db.insert("clusterNotes", a) });',
+            'export const byTopic = query({ args: { topic: v.string() }, handler: async (ctx, { topic }) =>',
+            '  (await ctx.db.query("clusterNotes").withIndex("by_topic", (q) => q.eq("topic", topic)).collect()).map((n) => n.text) });',
+          ].join("\n"),
+        },
+      });
       // The CLI talks to a follower, which relays every push step to the leader.
       await convexOk({ url: follower.url, adminKey: cluster.adminKey, output: () => "" }, ["deploy", "--typecheck", "disable", "--yes"], { cwd: dir });
       // Every node runs the new functions on the new table, without a restart: the followers
@@ -521,7 +522,7 @@ describe("several nodes over one Postgres", { timeout: 900_000 }, () => {
       e.message += `\n${cluster.output()}`;
       throw e;
     } finally {
-      await rm(dir, { recursive: true, force: true });
+      if (dir) await rm(dir, { recursive: true, force: true });
     }
   });
 

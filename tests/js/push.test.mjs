@@ -17,14 +17,13 @@
 // name the built-in app uses) changing nothing; and restarts keeping the pushed code.
 
 import assert from "node:assert/strict";
-import { cp, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
 import { ConvexClient } from "convex/browser";
 import { anyApi } from "convex/server";
-import { convex, convexOk } from "./lib/cli.mjs";
+import { convex, convexOk, convexProject, PUSH_ONCE } from "./lib/cli.mjs";
 import { startServer } from "./lib/server.mjs";
 import { newClient, rejectsWith, waitFor, withLogs } from "./lib/helpers.mjs";
 import { newUserId, newWebhookSecret, signDelivery, userCreated } from "./lib/clerk.mjs";
@@ -35,15 +34,14 @@ const FIXTURE = path.join(HERE, "fixtures", "push", "convex");
 const api = anyApi;
 
 /** A project directory with the fixture's convex/ folder and the pinned package. */
-async function projectDir() {
-  const dir = await mkdtemp(path.join(tmpdir(), "convex-push-"));
-  await writeFile(path.join(dir, "package.json"), JSON.stringify({ name: "push-e2e", private: true, dependencies: { convex: "1.48.0" } }));
-  await symlink(path.join(HERE, "node_modules"), path.join(dir, "node_modules"), "dir");
-  await cp(FIXTURE, path.join(dir, "convex"), { recursive: true });
-  return dir;
+function projectDir() {
+  return convexProject("convex-push-", {
+    convexDir: FIXTURE,
+    packageJson: { name: "push-e2e", private: true, dependencies: { convex: "1.48.0" } },
+  });
 }
 
-const PUSH = ["dev", "--once", "--typecheck", "disable", "--tail-logs", "disable"];
+const PUSH = PUSH_ONCE;
 
 /** The secret http.ts's webhook route verifies with (the server's environment gives it). */
 const JS_WEBHOOK_SECRET = newWebhookSecret();

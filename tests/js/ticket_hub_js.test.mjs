@@ -6,15 +6,14 @@
 // argument validation, a rejected push that leaves the old code running, and a restart.
 
 import assert from "node:assert/strict";
-import { cp, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
+import { readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:http";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
 import { ConvexClient } from "convex/browser";
 import { anyApi } from "convex/server";
-import { convex, convexOk } from "./lib/cli.mjs";
+import { convex, convexOk, convexProject, PUSH_ONCE } from "./lib/cli.mjs";
 import { newUserId, newWebhookSecret, signDelivery, userCreated, userDeleted } from "./lib/clerk.mjs";
 import { newClient, rejectsWith, waitFor, withLogs } from "./lib/helpers.mjs";
 import { startServer } from "./lib/server.mjs";
@@ -22,16 +21,13 @@ import { startServer } from "./lib/server.mjs";
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const APP = path.join(HERE, "..", "..", "examples", "ticket-hub-js");
 const api = anyApi;
-const PUSH = ["dev", "--once", "--typecheck", "disable", "--tail-logs", "disable"];
+const PUSH = PUSH_ONCE;
 const WEBHOOK_SECRET = newWebhookSecret();
 
-/** A project directory with the example's files and this suite's node_modules. */
+/** A project directory with the example's convex/ folder and package.json. */
 async function projectDir() {
-  const dir = await mkdtemp(path.join(tmpdir(), "ticket-hub-js-"));
-  await cp(path.join(APP, "package.json"), path.join(dir, "package.json"));
-  await cp(path.join(APP, "convex"), path.join(dir, "convex"), { recursive: true });
-  await symlink(path.join(HERE, "node_modules"), path.join(dir, "node_modules"), "dir");
-  return dir;
+  const packageJson = JSON.parse(await readFile(path.join(APP, "package.json"), "utf8"));
+  return convexProject("ticket-hub-js-", { convexDir: path.join(APP, "convex"), packageJson });
 }
 
 /** A loopback "organizer site" serving one image. */

@@ -3,6 +3,8 @@
 
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { cp, mkdir, mkdtemp, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -65,4 +67,25 @@ export async function convexOk(server, args, opts) {
     `npx convex ${args.join(" ")} failed (${r.code}):\nstdout: ${r.stdout}\nstderr: ${r.stderr}\n--- server log ---\n${server.output().slice(-4000)}`,
   );
   return r;
+}
+
+/** `npx convex dev --once`, as the tests push: no type check, no log tailing. */
+export const PUSH_ONCE = ["dev", "--once", "--typecheck", "disable", "--tail-logs", "disable"];
+
+const NODE_MODULES = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "node_modules");
+
+/**
+ * A throwaway Convex project in a new temporary directory (`prefix`...): `convexDir` copied in
+ * as `convex/`, then `files` (path under `convex/` → text) written, this suite's node_modules
+ * linked in (the pinned `convex` package and its CLI), and `packageJson` (an object) written.
+ * Returns the directory; the caller removes it.
+ */
+export async function convexProject(prefix, { convexDir, files = {}, packageJson }) {
+  const dir = await mkdtemp(path.join(tmpdir(), prefix));
+  await writeFile(path.join(dir, "package.json"), JSON.stringify(packageJson));
+  await symlink(NODE_MODULES, path.join(dir, "node_modules"), "dir");
+  await mkdir(path.join(dir, "convex"), { recursive: true });
+  if (convexDir) await cp(convexDir, path.join(dir, "convex"), { recursive: true });
+  for (const [name, text] of Object.entries(files)) await writeFile(path.join(dir, "convex", name), text);
+  return dir;
 }
