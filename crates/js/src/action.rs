@@ -82,49 +82,7 @@ fn drive<'js>(
             // The request id only travels back in syscalls, which need none here.
             invoke.call(("", args_json)).map_err(fail)?
         }
-        ActionInput::Http(request) => {
-            let bridge: Object = js.globals().get("__tickethub_http").map_err(fail)?;
-            let make: Function = bridge.get("request").map_err(fail)?;
-            let headers: Vec<Vec<String>> = request
-                .headers()
-                .iter()
-                .filter_map(|(name, value)| {
-                    Some(vec![
-                        name.as_str().to_string(),
-                        value.to_str().ok()?.to_string(),
-                    ])
-                })
-                .collect();
-            let body = (!request.body().is_empty()).then(|| {
-                use base64::Engine as _;
-                base64::engine::general_purpose::STANDARD.encode(request.body())
-            });
-            let js_request: rquickjs::Value = make
-                .call((
-                    absolute_url(&request),
-                    request.method().as_str(),
-                    headers,
-                    body,
-                ))
-                .map_err(fail)?;
-            // The module's default export is the `httpRouter()`: it finds the route's action.
-            let lookup: Function = function.get("lookup").map_err(fail)?;
-            let found: Option<rquickjs::Array> = lookup
-                .call((request.uri().path(), request.method().as_str()))
-                .map_err(fail)?;
-            let endpoint: Object = found
-                .ok_or_else(|| {
-                    FnError::Internal(format!(
-                        "the router has no route for {} {}",
-                        request.method(),
-                        request.uri().path()
-                    ))
-                })?
-                .get(0)
-                .map_err(fail)?;
-            let invoke: Function = endpoint.get("invokeHttpAction").map_err(fail)?;
-            invoke.call((js_request,)).map_err(fail)?
-        }
+        ActionInput::Http(request) => start_http(js, &function, &request).map_err(fail)?,
     };
     let hooks: Object = js.globals().get("__tickethub_action").map_err(fail)?;
     let next_timer: Function = hooks.get("nextTimer").map_err(fail)?;
@@ -176,10 +134,7 @@ fn drive<'js>(
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(FnError::msg(format!(
-                "Function execution timed out (maximum duration: {}s)",
-                tickethub_knobs::JS_ACTION_TIME_LIMIT.as_secs_f64()
-            )));
+            return Err(host::timeout_error(*tickethub_knobs::JS_ACTION_TIME_LIMIT));
         }
         let wait = if timer_ms >= 0.0 {
             left.min(Duration::from_secs_f64(timer_ms / 1000.0))
@@ -206,6 +161,48 @@ fn drive<'js>(
             fire_timers.call::<_, ()>(()).map_err(fail)?;
         }
     }
+}
+
+/// Hand `request` to the route's action: `function` is `http.js`'s default export, the
+/// `httpRouter()`, whose `lookup` finds the action as Convex's own dispatch does.
+fn start_http<'js>(
+    js: &Ctx<'js>,
+    router: &Object<'js>,
+    request: &HttpRequest,
+) -> rquickjs::Result<Promise<'js>> {
+    let bridge: Object = js.globals().get("__tickethub_http")?;
+    let make: Function = bridge.get("request")?;
+    let headers: Vec<Vec<String>> = request
+        .headers()
+        .iter()
+        .filter_map(|(name, value)| {
+            Some(vec![
+                name.as_str().to_string(),
+                value.to_str().ok()?.to_string(),
+            ])
+        })
+        .collect();
+    let body = (!request.body().is_empty()).then(|| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(request.body())
+    });
+    let method = request.method().as_str();
+    let js_request: rquickjs::Value = make.call((absolute_url(request), method, headers, body))?;
+    let lookup: Function = router.get("lookup")?;
+    let found: Option<rquickjs::Array> = lookup.call((request.uri().path(), method))?;
+    // The runtime matched the route from the same router's `getRoutes()`: a miss is a bug.
+    let Some(found) = found else {
+        return Err(rquickjs::Exception::throw_internal(
+            js,
+            &format!(
+                "the router has no route for {method} {}",
+                request.uri().path()
+            ),
+        ));
+    };
+    let endpoint: Object = found.get(0)?;
+    let invoke: Function = endpoint.get("invokeHttpAction")?;
+    invoke.call((js_request,))
 }
 
 /// The request's URL as the action sees it: absolute, on the origin the client used.

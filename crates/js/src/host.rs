@@ -23,10 +23,10 @@ const PRELUDE: &str = include_str!("prelude.js");
 const NAMESPACES: &str = "__tickethub_namespaces";
 
 /// Convex's texts for a call stopped by a limit.
-fn timeout_error() -> FnError {
+pub(crate) fn timeout_error(limit: std::time::Duration) -> FnError {
     FnError::msg(format!(
         "Function execution timed out (maximum duration: {}s)",
-        tickethub_knobs::JS_CALL_TIME_LIMIT.as_secs_f64()
+        limit.as_secs_f64()
     ))
 }
 fn out_of_memory_error() -> FnError {
@@ -232,6 +232,8 @@ struct HostState {
     logs: RefCell<Vec<(LogLevel, String)>>,
     /// When the running call must stop; checked by QuickJS's interrupt handler.
     deadline: Cell<Option<Instant>>,
+    /// The running call's time limit, for the error that names it.
+    limit: Cell<std::time::Duration>,
     /// Set when the interrupt handler stopped a call.
     interrupted: Cell<bool>,
     /// The running call's runtime: the synchronous host calls (`process.env`,
@@ -452,6 +454,7 @@ impl Worker {
         state.interrupted.set(false);
         *state.runtime.borrow_mut() = Some(runtime);
         state.calls.set(state.calls.get().wrapping_add(1));
+        state.limit.set(limit);
         state.deadline.set(Some(Instant::now() + limit));
     }
 
@@ -465,7 +468,7 @@ impl Worker {
             Ok(value) => Ok(value),
             Err(_) if state.interrupted.get() => {
                 self.poisoned = true;
-                Err(timeout_error())
+                Err(timeout_error(state.limit.get()))
             }
             // QuickJS throws "out of memory", or `null` when it cannot even allocate that
             // error. (So a handler's own `throw null` is reported as out of memory too: a rare
