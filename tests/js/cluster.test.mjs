@@ -499,6 +499,7 @@ describe("several nodes over one Postgres", { timeout: 900_000 }, () => {
       });
       // The CLI talks to a follower, which relays every push step to the leader.
       await convexOk({ url: follower.url, adminKey: cluster.adminKey, output: () => "" }, ["deploy", "--typecheck", "disable", "--yes"], { cwd: dir });
+      const pushedAt = Date.now();
       // Every node runs the new functions on the new table, without a restart: the followers
       // reload the push when they hear of the commit that stored it.
       for (const node of cluster.nodes) {
@@ -510,6 +511,9 @@ describe("several nodes over one Postgres", { timeout: 900_000 }, () => {
           }
         }, { timeoutMs: 15_000, what: `the pushed query on ${node.id}` });
       }
+      const everywhereMs = Date.now() - pushedAt;
+      t.diagnostic(`the pushed functions answered on all ${cluster.nodes.length} nodes ${everywhereMs} ms after the CLI finished`);
+      console.log(`FIGURE cluster push reaches every node ${everywhereMs} ms after the CLI`);
       // A write through one follower: read back there at once, and through the other follower
       // once it has heard of the commit (within the commit-log poll at worst).
       await httpClient(follower.url).mutation(api.clusterNotes.add, { topic: "push", text: "from a follower" });
