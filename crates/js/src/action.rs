@@ -16,27 +16,51 @@ use tickethub_runtime::{ActionCtx, FnError, FunctionKind, HttpRequest, HttpRespo
 use tokio::runtime::Handle;
 
 use crate::host::{self, exception_text, rejection, settle_one, Target, Worker};
-use crate::syscalls::function_name;
+use crate::syscalls::{bad_args, function_name, optional_json};
 
-/// What an action is asked to do: run with arguments, or answer an HTTP request.
-pub(crate) enum ActionInput {
-    Args(Value),
-    Http(Box<HttpRequest>),
+/// What an action is asked to do, and what it gives back: a call with arguments answers a
+/// value ([`Args`]); an HTTP request answers a response (`Box<HttpRequest>`).
+pub(crate) trait ActionInput: Send + 'static {
+    type Output: Send + 'static;
+    /// Start the call in `function` (the export, or for HTTP the `httpRouter()`).
+    fn start<'js>(self, js: &Ctx<'js>, function: &Object<'js>) -> rquickjs::Result<Promise<'js>>;
+    /// Read the settled promise's value.
+    fn finish<'js>(js: &Ctx<'js>, value: rquickjs::Value<'js>) -> Result<Self::Output, FnError>;
 }
 
-/// What it gave back.
-pub(crate) enum ActionOutput {
-    Value(Value),
-    Http(HttpResponse),
+/// An action's arguments.
+pub(crate) struct Args(pub(crate) Value);
+
+impl ActionInput for Args {
+    type Output = Value;
+    fn start<'js>(self, _js: &Ctx<'js>, function: &Object<'js>) -> rquickjs::Result<Promise<'js>> {
+        let invoke: Function = function.get("invokeAction")?;
+        let args_json = format!("[{}]", self.0.to_convex_json());
+        // The request id only travels back in syscalls, which need none here.
+        invoke.call(("", args_json))
+    }
+    fn finish<'js>(js: &Ctx<'js>, value: rquickjs::Value<'js>) -> Result<Value, FnError> {
+        action_value(js, value)
+    }
+}
+
+impl ActionInput for Box<HttpRequest> {
+    type Output = HttpResponse;
+    fn start<'js>(self, js: &Ctx<'js>, router: &Object<'js>) -> rquickjs::Result<Promise<'js>> {
+        start_http(js, router, &self)
+    }
+    fn finish<'js>(js: &Ctx<'js>, value: rquickjs::Value<'js>) -> Result<HttpResponse, FnError> {
+        http_response(js, value)
+    }
 }
 
 /// Run an action on this (blocking) thread; its syscalls run on `handle`'s runtime.
-pub(crate) fn call(
+pub(crate) fn call<I: ActionInput>(
     target: &Target,
     ctx: &ActionCtx,
-    input: ActionInput,
+    input: I,
     handle: &Handle,
-) -> Result<ActionOutput, FnError> {
+) -> Result<I::Output, FnError> {
     host::with_worker(&target.bundle, |worker| {
         worker.begin_call(ctx.runtime(), *tickethub_knobs::JS_ACTION_TIME_LIMIT);
         let outcome = worker
@@ -56,14 +80,14 @@ struct Completion {
     result: Result<Json, FnError>,
 }
 
-fn drive<'js>(
+fn drive<'js, I: ActionInput>(
     worker: &Worker,
     js: &Ctx<'js>,
     target: &Target,
     ctx: &ActionCtx,
-    input: ActionInput,
+    input: I,
     handle: &Handle,
-) -> Result<ActionOutput, FnError> {
+) -> Result<I::Output, FnError> {
     let fail = |e: rquickjs::Error| FnError::msg(exception_text(js, e));
     let deadline = Instant::now() + *tickethub_knobs::JS_ACTION_TIME_LIMIT;
     let begin: Function = js.globals().get("__tickethub_begin").map_err(fail)?;
@@ -74,16 +98,7 @@ fn drive<'js>(
         .map_err(fail)?;
     let namespace = worker.namespace(js, &target.module).map_err(FnError::msg)?;
     let function: Object = namespace.get(target.name.as_str()).map_err(fail)?;
-    let http = matches!(input, ActionInput::Http(_));
-    let promise: Promise = match input {
-        ActionInput::Args(args) => {
-            let invoke: Function = function.get("invokeAction").map_err(fail)?;
-            let args_json = format!("[{}]", args.to_convex_json());
-            // The request id only travels back in syscalls, which need none here.
-            invoke.call(("", args_json)).map_err(fail)?
-        }
-        ActionInput::Http(request) => start_http(js, &function, &request).map_err(fail)?,
-    };
+    let promise = input.start(js, &function).map_err(fail)?;
     let hooks: Object = js.globals().get("__tickethub_action").map_err(fail)?;
     let next_timer: Function = hooks.get("nextTimer").map_err(fail)?;
     let fire_timers: Function = hooks.get("fireTimers").map_err(fail)?;
@@ -99,11 +114,7 @@ fn drive<'js>(
                     .result()
                     .unwrap_or(Err(rquickjs::Error::Unknown))
                     .map_err(fail)?;
-                return if http {
-                    http_response(js, value).map(ActionOutput::Http)
-                } else {
-                    action_value(js, value).map(ActionOutput::Value)
-                };
+                return I::finish(js, value);
             }
             PromiseState::Rejected => {
                 let _ = promise.result::<rquickjs::Value>();
@@ -262,10 +273,6 @@ fn http_response<'js>(js: &Ctx<'js>, value: rquickjs::Value<'js>) -> Result<Http
         .map_err(|e| FnError::msg(format!("The HTTP action's response: {e}")))
 }
 
-fn bad_args(op: &str, what: impl std::fmt::Display) -> FnError {
-    FnError::Internal(format!("syscall {op}: {what}"))
-}
-
 /// Service one syscall of an action.
 async fn service(ctx: &ActionCtx, op: &str, args: &str) -> Result<Json, FnError> {
     let args: Json =
@@ -307,20 +314,12 @@ async fn service(ctx: &ActionCtx, op: &str, args: &str) -> Result<Json, FnError>
             ctx.cancel(&string("id")?).await?;
             Ok(Json::Null)
         }
-        "1.0/getUserIdentity" => match ctx.auth.get_user_identity()? {
-            None => Ok(Json::Null),
-            Some(user) => Ok(tickethub_runtime::to_value(user)
-                .map_err(|e| FnError::Internal(format!("identity: {e}")))?
-                .to_convex_json()),
-        },
+        "1.0/getUserIdentity" => optional_json("identity", ctx.auth.get_user_identity()?),
         "1.0/storageGenerateUploadUrl" => Ok(json!(ctx.storage.generate_upload_url()?)),
         "1.0/storageGetUrl" => Ok(json!(ctx.storage.get_url(&string("storageId")?)?)),
-        "1.0/storageGetMetadata" => match ctx.storage.get_metadata(&string("storageId")?)? {
-            None => Ok(Json::Null),
-            Some(meta) => Ok(tickethub_runtime::to_value(&meta)
-                .map_err(|e| FnError::Internal(format!("metadata: {e}")))?
-                .to_convex_json()),
-        },
+        "1.0/storageGetMetadata" => {
+            optional_json("metadata", ctx.storage.get_metadata(&string("storageId")?)?)
+        }
         "1.0/storageDelete" => {
             ctx.storage.delete(&string("storageId")?).await?;
             Ok(Json::Null)

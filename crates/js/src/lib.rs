@@ -410,11 +410,11 @@ fn schema_tables(schema: &Json) -> Result<Vec<SchemaTable>, JsError> {
 
 /// Run a pushed action on the blocking pool (its QuickJS runtime blocks while it waits on
 /// `fetch`, timers and `ctx.run*`); its syscalls run on this tokio runtime.
-async fn run_action(
+async fn run_action<I: action::ActionInput>(
     target: Arc<host::Target>,
     ctx: ActionCtx,
-    input: action::ActionInput,
-) -> Result<action::ActionOutput, FnError> {
+    input: I,
+) -> Result<I::Output, FnError> {
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || action::call(&target, &ctx, input, &handle))
         .await
@@ -457,14 +457,7 @@ pub fn build_app(bundle: &Arc<Bundle>, analysis: &Analysis) -> App {
             FunctionKind::Action | FunctionKind::HttpAction => {
                 let handler = move |ctx: ActionCtx, args: Value| {
                     let target = target.clone();
-                    async move {
-                        match run_action(target, ctx, action::ActionInput::Args(args)).await? {
-                            action::ActionOutput::Value(value) => Ok(value),
-                            action::ActionOutput::Http(_) => Err(FnError::Internal(
-                                "an action answered as an HTTP action".into(),
-                            )),
-                        }
-                    }
+                    async move { run_action(target, ctx, action::Args(args)).await }
                 };
                 if public {
                     app.action(&path, handler)
@@ -500,16 +493,7 @@ pub fn build_app(bundle: &Arc<Bundle>, analysis: &Analysis) -> App {
             route.clone(),
             move |ctx: ActionCtx, request: HttpRequest| {
                 let router = router.clone();
-                async move {
-                    match run_action(router, ctx, action::ActionInput::Http(Box::new(request)))
-                        .await?
-                    {
-                        action::ActionOutput::Http(response) => Ok(response),
-                        action::ActionOutput::Value(_) => Err(FnError::Internal(
-                            "an HTTP action answered as an action".into(),
-                        )),
-                    }
-                }
+                async move { run_action(router, ctx, Box::new(request)).await }
             },
         );
     }
