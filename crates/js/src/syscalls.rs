@@ -10,7 +10,7 @@ use tickethub_runtime::{
 
 use crate::host::Invocation;
 
-fn bad_args(op: &str, what: impl std::fmt::Display) -> FnError {
+pub(crate) fn bad_args(op: &str, what: impl std::fmt::Display) -> FnError {
     FnError::Internal(format!("syscall {op}: {what}"))
 }
 
@@ -75,6 +75,20 @@ pub(crate) fn function_handle(
 ) -> Result<Json, FnError> {
     let path = runtime.function_path(function_name(op, args)?)?;
     Ok(json!(format!("{HANDLE_PREFIX}{path}")))
+}
+
+/// A syscall's answer that is an optional serializable value (an identity, file metadata):
+/// its Convex JSON, or `null`.
+pub(crate) fn optional_json<T: serde::Serialize>(
+    what: &str,
+    value: Option<T>,
+) -> Result<Json, FnError> {
+    match value {
+        None => Ok(Json::Null),
+        Some(value) => Ok(tickethub_runtime::to_value(&value)
+            .map_err(|e| FnError::Internal(format!("{what}: {e}")))?
+            .to_convex_json()),
+    }
 }
 
 fn doc_json(doc: &Doc) -> Json {
@@ -181,12 +195,7 @@ pub(crate) fn service(
                 Invocation::Query(ctx) => &ctx.auth,
                 Invocation::Mutation(ctx) => &ctx.auth,
             };
-            match auth.get_user_identity()? {
-                None => Ok(Json::Null),
-                Some(user) => Ok(tickethub_runtime::to_value(user)
-                    .map_err(|e| FnError::Internal(format!("identity: {e}")))?
-                    .to_convex_json()),
-            }
+            optional_json("identity", auth.get_user_identity()?)
         }
         "1.0/schedule" => {
             let ctx = writer(invocation, "ctx.scheduler")?;
@@ -214,12 +223,7 @@ pub(crate) fn service(
                 Invocation::Query(ctx) => ctx.storage.get_metadata(id)?,
                 Invocation::Mutation(ctx) => ctx.storage.get_metadata(id)?,
             };
-            match meta {
-                None => Ok(Json::Null),
-                Some(meta) => Ok(tickethub_runtime::to_value(&meta)
-                    .map_err(|e| FnError::Internal(format!("metadata: {e}")))?
-                    .to_convex_json()),
-            }
+            optional_json("metadata", meta)
         }
         "1.0/storageGenerateUploadUrl" => {
             let ctx = writer(invocation, "ctx.storage.generateUploadUrl")?;
