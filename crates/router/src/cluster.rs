@@ -377,9 +377,7 @@ pub(crate) async fn until_seen(state: &AppState, ts: Timestamp) {
     if state.runtime.store().role() != NodeRole::Follower {
         return;
     }
-    let mut processed = state.sync.subscribe_processed();
-    let seen = tokio::time::timeout(SEEN_TIMEOUT, processed.wait_for(|latest| *latest >= ts)).await;
-    if !matches!(seen, Ok(Ok(_))) {
+    if !state.sync.until_processed(ts, SEEN_TIMEOUT).await {
         tracing::warn!(
             ts = ts.0,
             "cluster: this node has not heard of the leader's commit in time; answering anyway"

@@ -504,9 +504,14 @@ impl SyncHub {
         self.auth.as_ref()
     }
 
-    /// Follows [`SyncHub::processed_ts`].
-    pub fn subscribe_processed(&self) -> watch::Receiver<Timestamp> {
-        self.processed.subscribe()
+    /// Wait until every commit up to `ts` has been matched against the subscriptions, at most
+    /// `timeout`; whether it was. A write's caller waits here so its next read on this node, a
+    /// query or a subscription, reflects the write.
+    pub async fn until_processed(&self, ts: Timestamp, timeout: std::time::Duration) -> bool {
+        let mut processed = self.processed.subscribe();
+        let waited =
+            tokio::time::timeout(timeout, processed.wait_for(|latest| *latest >= ts)).await;
+        matches!(waited, Ok(Ok(_)))
     }
 
     /// Every commit up to here has been matched against the subscriptions (and the sessions it

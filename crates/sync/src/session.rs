@@ -309,12 +309,7 @@ impl Session {
                     // The client resolves the mutation's promise only at a Transition reaching its
                     // ts, and by then every subscription must reflect the write: wait until the
                     // hub has matched the commit against every subscription.
-                    let mut commits = self.hub.subscribe_processed();
-                    let _ = tokio::time::timeout(
-                        COMMIT_VISIBLE_TIMEOUT,
-                        commits.wait_for(|latest| *latest >= ts),
-                    )
-                    .await;
+                    self.hub.until_processed(ts, COMMIT_VISIBLE_TIMEOUT).await;
                     self.transition(Change {
                         always_send: true,
                         ..Change::default()
