@@ -752,6 +752,13 @@ fn is_function_module(path: &str) -> bool {
     !path.starts_with("_deps/") && path.ends_with(".js")
 }
 
+/// The module's default export when the `convex` package marked it with `flag` (`isRouter` on
+/// an `httpRouter()`, `isCrons` on a `cronJobs()`).
+fn flagged_default<'js>(namespace: &Object<'js>, flag: &str) -> Option<Object<'js>> {
+    let default: Object = namespace.get("default").ok().flatten()?;
+    (default.get::<_, Option<bool>>(flag).ok().flatten() == Some(true)).then_some(default)
+}
+
 pub(crate) fn analyze(bundle: &Arc<Bundle>) -> Result<RawAnalysis, JsError> {
     let worker = Worker::new(bundle)?;
     worker.state.deadline.set(Some(
@@ -782,10 +789,7 @@ pub(crate) fn analyze(bundle: &Arc<Bundle>) -> Result<RawAnalysis, JsError> {
                 continue;
             }
             if path == crate::HTTP_MODULE {
-                let default: Option<Object> = namespace.get("default").ok().flatten();
-                let router = default
-                    .filter(|d| d.get::<_, Option<bool>>("isRouter").ok().flatten() == Some(true));
-                if let Some(router) = router {
+                if let Some(router) = flagged_default(&namespace, "isRouter") {
                     let get_routes: Function = router
                         .get("getRoutes")
                         .map_err(|e| fail(exception_text(&ctx, e)))?;
@@ -802,10 +806,7 @@ pub(crate) fn analyze(bundle: &Arc<Bundle>) -> Result<RawAnalysis, JsError> {
                 }
             }
             if path == crate::CRONS_MODULE {
-                let default: Option<Object> = namespace.get("default").ok().flatten();
-                let jobs = default
-                    .filter(|d| d.get::<_, Option<bool>>("isCrons").ok().flatten() == Some(true));
-                if let Some(jobs) = jobs {
+                if let Some(jobs) = flagged_default(&namespace, "isCrons") {
                     let declared: rquickjs::Value = jobs
                         .get("crons")
                         .map_err(|e| fail(exception_text(&ctx, e)))?;
