@@ -3,6 +3,7 @@ import { internal } from "./_generated/api";
 import { Id } from "./_generated/dataModel";
 import { mutation, MutationCtx, query, QueryCtx } from "./_generated/server";
 import { JOIN_WINDOW_MS, JOINS_PER_WINDOW, OFFER_MS } from "./constants";
+import { eventFields } from "./schema";
 
 export const get = query({
   args: {},
@@ -15,15 +16,7 @@ export const getById = query({
 });
 
 export const create = mutation({
-  args: {
-    name: v.string(),
-    description: v.string(),
-    location: v.string(),
-    eventDate: v.number(),
-    price: v.number(),
-    totalTickets: v.number(),
-    userId: v.string(),
-  },
+  args: eventFields,
   handler: async (ctx, args) => await ctx.db.insert("events", args),
 });
 
@@ -122,6 +115,11 @@ export const purchaseTicket = mutation({
   },
 });
 
+/** Each row with its event joined in, as the front end lists a user's tickets and offers. */
+async function withEvents<T extends { eventId: Id<"events"> }>(ctx: QueryCtx, rows: T[]) {
+  return await Promise.all(rows.map(async (row) => ({ ...row, event: await ctx.db.get(row.eventId) })));
+}
+
 export const getUserTickets = query({
   args: { userId: v.string() },
   handler: async (ctx, { userId }) => {
@@ -129,7 +127,7 @@ export const getUserTickets = query({
       .query("tickets")
       .withIndex("by_user", (q) => q.eq("userId", userId))
       .collect();
-    return await Promise.all(tickets.map(async (t) => ({ ...t, event: await ctx.db.get(t.eventId) })));
+    return await withEvents(ctx, tickets);
   },
 });
 
@@ -150,6 +148,6 @@ export const getUserWaitingList = query({
       .query("waitingList")
       .withIndex("by_user_event", (q) => q.eq("userId", userId))
       .collect();
-    return await Promise.all(entries.map(async (e) => ({ ...e, event: await ctx.db.get(e.eventId) })));
+    return await withEvents(ctx, entries);
   },
 });

@@ -1,6 +1,17 @@
 import { defineSchema, defineTable } from "convex/server";
 import { v } from "convex/values";
 
+/** What an organizer gives when creating an event (`events:create` takes exactly these). */
+export const eventFields = {
+  name: v.string(),
+  description: v.string(),
+  location: v.string(),
+  eventDate: v.number(),
+  price: v.number(),
+  totalTickets: v.number(),
+  userId: v.string(),
+};
+
 export default defineSchema({
   users: defineTable({
     name: v.string(),
@@ -11,13 +22,7 @@ export default defineSchema({
     .index("by_user_id", ["userId"])
     .index("by_email", ["email"]),
   events: defineTable({
-    name: v.string(),
-    description: v.string(),
-    location: v.string(),
-    eventDate: v.number(),
-    price: v.number(),
-    totalTickets: v.number(),
-    userId: v.string(),
+    ...eventFields,
     imageStorageId: v.optional(v.id("_storage")),
     is_cancelled: v.optional(v.boolean()),
   }),

@@ -1,5 +1,13 @@
 import { v } from "convex/values";
-import { internalMutation, query } from "./_generated/server";
+import { internalMutation, query, QueryCtx } from "./_generated/server";
+
+/** The user row of a Clerk user id, or null. */
+async function byClerkId(ctx: QueryCtx, userId: string) {
+  return await ctx.db
+    .query("users")
+    .withIndex("by_user_id", (q) => q.eq("userId", userId))
+    .unique();
+}
 
 /** Clerk's user object, as much of it as this app reads. */
 interface ClerkUser {
@@ -20,10 +28,7 @@ export const upsertUserFromClerk = internalMutation({
       user.email_addresses?.[0]?.email_address ??
       "";
     const name = [user.first_name, user.last_name].filter(Boolean).join(" ").trim() || user.username || email;
-    const existing = await ctx.db
-      .query("users")
-      .withIndex("by_user_id", (q) => q.eq("userId", user.id))
-      .unique();
+    const existing = await byClerkId(ctx, user.id);
     if (existing) {
       await ctx.db.patch(existing._id, { name, email });
       return existing._id;
@@ -35,19 +40,12 @@ export const upsertUserFromClerk = internalMutation({
 export const deleteUser = internalMutation({
   args: { userId: v.string() },
   handler: async (ctx, { userId }) => {
-    const existing = await ctx.db
-      .query("users")
-      .withIndex("by_user_id", (q) => q.eq("userId", userId))
-      .unique();
+    const existing = await byClerkId(ctx, userId);
     if (existing) await ctx.db.delete(existing._id);
   },
 });
 
 export const getUserById = query({
   args: { userId: v.string() },
-  handler: async (ctx, { userId }) =>
-    await ctx.db
-      .query("users")
-      .withIndex("by_user_id", (q) => q.eq("userId", userId))
-      .unique(),
+  handler: async (ctx, { userId }) => await byClerkId(ctx, userId),
 });
